@@ -1,0 +1,114 @@
+"""What refreshes each dbt asset, and why: the automation policies of this project.
+
+Every policy is a named, labelled ``AutomationCondition``; the labels are what the Dagster UI's
+automation tab shows. ``CustomDbtComponent`` only maps a dbt node to one of these.
+
+Two sketches that look right and are not (kept for comparison; the tests show how they fail):
+``sketch_view_policy`` and ``sketch_table_policy``.
+"""
+
+from __future__ import annotations
+
+import functools
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import dagster as dg
+from dagster._utils.schedules import is_valid_cron_schedule
+
+AC = dg.AutomationCondition
+
+DEFAULT_DAILY_CRON = "0 6 * * *"
+DEFAULT_TIMEZONE = "UTC"
+
+
+def _view_triggers() -> dg.AutomationCondition:
+    # any_deps_updated() is about the parents (newly_updated() would be about the view itself),
+    # and ignores a parent update made by a run that also built this view.
+    return (
+        AC.code_version_changed() | AC.any_deps_updated() | AC.newly_missing()
+    ).with_label("SQL changed, a parent updated, or newly missing")
+
+
+def _safe_to_run() -> dg.AutomationCondition:
+    # A dbt source is an external asset Dagster never materializes, so it is always "missing";
+    # only parents Dagster can build count, or a model over a source would never run.
+    buildable_parent_missing = AC.any_deps_missing().allow(dg.AssetSelection.all())
+    return (~AC.in_progress() & ~AC.any_deps_in_progress() & ~buildable_parent_missing).with_label(
+        "not running, no parent running or missing"
+    )
+
+
+@functools.cache
+def refresh_on_change() -> dg.AutomationCondition:
+    """Views: refresh when their SQL changes, a parent updates, or they are new and missing.
+
+    Guarantees:
+    - a parent's materialization requests the view once on the next tick (unless that same
+      run built the view too); the view's own materialization never requests it again;
+    - an edited SQL file (new code version) requests that view once;
+    - a view added to the project while its parents exist is requested once, even when the
+      sensor has evaluated before (Dagster's ``eager()``/``on_missing()`` treat a new asset's
+      first evaluation as already handled and skip it);
+    - never while the view or one of its parents is running or missing; a trigger that arrives
+      meanwhile waits and is requested once they finish, so nothing is lost;
+    - a failed run is not retried: only a new trigger requests the view again.
+    """
+    triggers = _view_triggers()
+    pending = triggers.since(AC.newly_requested() | AC.newly_updated()).with_label(
+        "triggered since last requested or updated"
+    )
+    # The view's own run finishing would clear `pending`, even for a trigger that arrived while
+    # that run was already past reading it; remember such triggers until the next request.
+    arrived_while_running = (
+        (triggers & AC.in_progress())
+        .since(AC.newly_requested())
+        .with_label("triggered while it was running")
+    )
+    return ((pending | arrived_while_running) & _safe_to_run()).with_label(
+        "refresh on SQL change or parent update"
+    )
+
+
+@functools.cache
+def refresh_daily(cron: str = DEFAULT_DAILY_CRON, timezone: str = DEFAULT_TIMEZONE) -> dg.AutomationCondition:
+    """Tables, seeds, snapshots, incrementals: refresh once per cron tick, never while running.
+
+    Guarantees:
+    - nothing before the tick; on the first evaluation at or after it the asset is requested
+      once, and not again until the next tick, whatever updates upstream in between;
+    - it does not wait for parents to update since the tick (Dagster's ``on_cron()`` does, and
+      so never fires below a view that rarely changes or a dbt source Dagster never updates);
+    - a run of the asset already in progress at the tick counts as that tick's refresh;
+    - while a parent is running the request waits, so a table is built after the parent it
+      reads; parents due on the same tick are requested with it, in one run, in dbt's order;
+    - a failed run is not retried before the next tick.
+    """
+    tick = AC.cron_tick_passed(cron, timezone)
+    due = tick.since(AC.newly_requested() | AC.in_progress()).with_label(
+        f"'{cron}' ({timezone}) tick passed since last requested"
+    )
+    return (due & _safe_to_run()).with_label(f"refresh on cron '{cron}' ({timezone})")
+
+
+def sketch_view_policy() -> dg.AutomationCondition:
+    """The design's view condition. Wrong: ignores parent updates, re-requests after its own run."""
+    return (AC.code_version_changed() | AC.newly_updated()).with_label("sketch: view")
+
+
+def sketch_table_policy(cron: str = DEFAULT_DAILY_CRON) -> dg.AutomationCondition:
+    """The design's table condition. Wrong: waits for every parent to update after the tick."""
+    return (AC.on_cron(cron) & ~AC.in_progress()).with_label("sketch: table")
+
+
+def invalid_cron_reason(cron: str) -> str | None:
+    """None for a cron string Dagster accepts, otherwise why it does not."""
+    return None if is_valid_cron_schedule(cron) else f"'{cron}' is not a valid cron string"
+
+
+def invalid_timezone_reason(timezone: str) -> str | None:
+    """None for an IANA time zone name, otherwise why it is not one."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"'{timezone}' is not a known IANA time zone"
+    return None

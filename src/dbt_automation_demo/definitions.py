@@ -1,0 +1,19 @@
+"""Dagster entry point: every component under defs/, checked as a whole before it is served."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dbt_automation_demo.defs.components.safe_scheduled_job_component import (
+    SafeScheduledJobComponent,
+)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    tree = dg.ComponentTree.for_project(Path(__file__))
+    loaded = tree.build_defs()
+    # A schedule's selection can name assets of any component, so it is checked once all exist.
+    for schedule in tree.get_all_components(of_type=SafeScheduledJobComponent):
+        schedule.check_against(loaded)
+    return loaded

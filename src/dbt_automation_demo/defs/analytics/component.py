@@ -1,0 +1,181 @@
+"""The dbt project as Dagster assets, each tagged and automated by its dbt materialization."""
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dagster as dg
+from dagster.components.resolved.model import Resolver
+from dagster_dbt import DbtCliResource, DbtProject, DbtProjectComponent
+
+from dbt_automation_demo.automation import (
+    DEFAULT_DAILY_CRON,
+    DEFAULT_TIMEZONE,
+    invalid_cron_reason,
+    invalid_timezone_reason,
+    refresh_daily,
+    refresh_on_change,
+)
+
+MATERIALIZATION_TAG = "dagster/materialization"
+DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
+DEFAULT_DUCKDB_PATH = "data/analytics.duckdb"
+ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
+
+
+class ComponentConfigError(ValueError):
+    """A component attribute in defs.yaml has a value that cannot work."""
+
+    def __init__(self, component: str, attribute: str, value: object, reason: str):
+        super().__init__(f"{component} attribute `{attribute}` = {value!r}: {reason}")
+
+
+@dataclass
+class AutomationSensorArgs(dg.Resolvable):
+    """The sensor that evaluates this project's automation conditions."""
+
+    name: Annotated[
+        str,
+        Resolver.default(description="Sensor name.", examples=["analytics_automation_sensor"]),
+    ] = "analytics_automation_sensor"
+    minimum_interval_seconds: Annotated[
+        int,
+        Resolver.default(
+            description="Seconds between evaluations (Dagster's default is 30).",
+            examples=[30, "{{ env('AUTOMATION_SENSOR_INTERVAL_SECONDS', '30') }}"],
+        ),
+    ] = 30
+    default_status: Annotated[
+        Literal["RUNNING", "STOPPED"],
+        Resolver.default(
+            description="RUNNING so a fresh `dg dev` automates without a click in the UI.",
+            examples=["RUNNING"],
+        ),
+    ] = "RUNNING"
+
+    def build(self, target: dg.AssetSelection) -> dg.AutomationConditionSensorDefinition:
+        return dg.AutomationConditionSensorDefinition(
+            name=self.name,
+            target=target,
+            minimum_interval_seconds=int(self.minimum_interval_seconds),
+            default_status=dg.DefaultSensorStatus[self.default_status],
+        )
+
+
+@dataclass
+class CustomDbtComponent(DbtProjectComponent):
+    """A dbt project whose assets carry `dagster/materialization` and an automation policy.
+
+    Views refresh when their SQL or a parent changes; everything else (tables, seeds,
+    incrementals, snapshots) refreshes on a cron tick. The policies themselves live in
+    `dbt_automation_demo.automation`.
+    """
+
+    daily_cron: Annotated[
+        str,
+        Resolver.default(
+            description="Cron schedule for every asset that is not a view.",
+            examples=[DEFAULT_DAILY_CRON, "*/2 * * * *"],
+        ),
+    ] = DEFAULT_DAILY_CRON
+    cron_timezone: Annotated[
+        str,
+        Resolver.default(
+            description="IANA time zone in which every cron of this component is read.",
+            examples=[DEFAULT_TIMEZONE, "Europe/Berlin"],
+        ),
+    ] = DEFAULT_TIMEZONE
+    cron_by_tag: Annotated[
+        dict[str, str],
+        Resolver.default(
+            description=(
+                "dbt tag -> cron for non-view assets carrying that tag. The first tag listed "
+                "that the model has wins, over `cron_by_path` and `daily_cron`."
+            ),
+            examples=[{"critical": "*/15 * * * *", "batch": "0 4 * * *"}],
+        ),
+    ] = field(default_factory=dict)
+    cron_by_path: Annotated[
+        dict[str, str],
+        Resolver.default(
+            description=(
+                "Folder under the dbt model path -> cron for non-view assets in it or below. "
+                "The longest matching folder wins over `daily_cron`."
+            ),
+            examples=[{"marts/finance": "0 * * * *"}],
+        ),
+    ] = field(default_factory=dict)
+    automation_sensor: Annotated[
+        AutomationSensorArgs,
+        Resolver.default(
+            description="The automation sensor for these assets, declared so it starts RUNNING.",
+            examples=[{"minimum_interval_seconds": 30, "default_status": "RUNNING"}],
+        ),
+    ] = field(default_factory=AutomationSensorArgs)
+
+    def __post_init__(self) -> None:
+        crons = {
+            "daily_cron": self.daily_cron,
+            **{f"cron_by_tag.{tag}": cron for tag, cron in self.cron_by_tag.items()},
+            **{f"cron_by_path.{path}": cron for path, cron in self.cron_by_path.items()},
+        }
+        for attribute, cron in crons.items():
+            _raise_if(invalid_cron_reason(cron), attribute, cron)
+        _raise_if(invalid_timezone_reason(self.cron_timezone), "cron_timezone", self.cron_timezone)
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = self.get_resource_props(manifest, unique_id)
+        if node["resource_type"] not in ASSET_RESOURCE_TYPES:
+            return spec
+        materialized = node["config"]["materialized"]
+        return spec.replace_attributes(
+            tags={**spec.tags, MATERIALIZATION_TAG: materialized},
+            automation_condition=self.policy_for(node, materialized),
+        )
+
+    def policy_for(self, node: Mapping[str, Any], materialized: str) -> dg.AutomationCondition:
+        """The automation condition for a dbt node: by materialization, then tag and folder."""
+        if materialized == "view":
+            return refresh_on_change()
+        return refresh_daily(self.cron_for(node), self.cron_timezone)
+
+    def cron_for(self, node: Mapping[str, Any]) -> str:
+        node_tags = set(node.get("tags", ()))
+        for tag, cron in self.cron_by_tag.items():
+            if tag in node_tags:
+                return cron
+        folder = "/".join(node["fqn"][1:-1])
+        matching = [path for path in self.cron_by_path if _is_within(folder, path.strip("/"))]
+        if matching:
+            return self.cron_by_path[max(matching, key=len)]
+        return self.daily_cron
+
+    def build_defs_from_state(
+        self, context: dg.ComponentLoadContext, state_path: Path | None
+    ) -> dg.Definitions:
+        dbt_defs = super().build_defs_from_state(context, state_path)
+        sensor = self.automation_sensor.build(target=dg.AssetSelection.assets(*dbt_defs.assets))
+        return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=[sensor]))
+
+    def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
+        duckdb_path(Path(dbt.project_dir)).parent.mkdir(parents=True, exist_ok=True)
+        yield from super().execute(context, dbt)
+
+
+def duckdb_path(project_dir: Path) -> Path:
+    """The DuckDB file dbt writes, as profiles.yml resolves it (relative to the dbt project)."""
+    return project_dir / os.environ.get(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH)
+
+
+def _is_within(folder: str, ancestor: str) -> bool:
+    return folder == ancestor or folder.startswith(f"{ancestor}/")
+
+
+def _raise_if(reason: str | None, attribute: str, value: object) -> None:
+    if reason:
+        raise ComponentConfigError("CustomDbtComponent", attribute, value, reason)

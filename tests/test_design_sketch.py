@@ -1,0 +1,81 @@
+"""Why the policies are not the usual sketches: each sketch's failure, shown on real runs."""
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from dbt_automation_demo.automation import sketch_table_policy, sketch_view_policy
+from dbt_automation_demo.defs.analytics.component import CustomDbtComponent
+from harness import ALL_ASSETS, SEEDS, TABLES, Ticker, build_defs, materialize, reload_defs
+
+
+class SketchDbtComponent(CustomDbtComponent):
+    """The design's component: `code_version_changed | newly_updated` and `on_cron & ~in_progress`."""
+
+    def policy_for(self, node, materialized):
+        return sketch_view_policy() if materialized == "view" else sketch_table_policy()
+
+
+class EagerDbtComponent(CustomDbtComponent):
+    def policy_for(self, node, materialized):
+        return dg.AutomationCondition.eager()
+
+
+class OnMissingDbtComponent(CustomDbtComponent):
+    def policy_for(self, node, materialized):
+        return dg.AutomationCondition.on_missing()
+
+
+def sketch_ready(dbt_project, instance, now):
+    defs = build_defs(dbt_project, component_cls=SketchDbtComponent)
+    ticker = Ticker(defs, instance, now)
+    assert ticker.tick() == set()
+    materialize(defs, instance, ALL_ASSETS)
+    return defs, ticker
+
+
+def test_sketch_view_ignores_its_seed_update(dbt_project, instance, after_daily_tick):
+    defs, ticker = sketch_ready(dbt_project, instance, after_daily_tick)
+    assert ticker.tick() == {"stg_customers", "stg_orders"}  # its own update, see below
+    materialize(defs, instance, ["stg_customers", "stg_orders"])
+    ticker.tick()
+    materialize(defs, instance, ["raw_customers"])
+    assert ticker.tick() == set()  # the design's "Test 2" expects stg_customers here
+
+
+def test_sketch_view_requests_itself_after_each_of_its_own_runs(
+    dbt_project, instance, after_daily_tick
+):
+    defs, ticker = sketch_ready(dbt_project, instance, after_daily_tick)
+    for _ in range(2):
+        assert ticker.tick() == {"stg_customers", "stg_orders"}
+        materialize(defs, instance, ["stg_customers", "stg_orders"])
+
+
+def test_sketch_table_never_refreshes_below_views_that_did_not_change(
+    dbt_project, instance, before_daily_tick
+):
+    defs, ticker = sketch_ready(dbt_project, instance, before_daily_tick)
+    ticker.tick()
+    materialize(defs, instance, ["stg_customers", "stg_orders"])  # settle the views' own loop
+    ticker.tick()
+    assert ticker.tick_at(before_daily_tick.replace(hour=6)) == SEEDS
+    materialize(defs, instance, SEEDS)
+    later = [ticker.tick(after=timedelta(hours=2)) for _ in range(8)]  # to 22:00
+    assert not TABLES & set().union(*later)
+
+
+@pytest.mark.parametrize("component_cls", [EagerDbtComponent, OnMissingDbtComponent])
+def test_stock_conditions_skip_a_view_added_after_the_first_evaluation(
+    dbt_project, instance, after_daily_tick, component_cls
+):
+    defs = build_defs(dbt_project, component_cls=component_cls)
+    materialize(defs, instance, ALL_ASSETS)
+    ticker = Ticker(defs, instance, after_daily_tick)
+    ticker.tick()
+    (dbt_project / "models" / "staging" / "stg_countries.sql").write_text(
+        "select distinct country from {{ ref('raw_customers') }}"
+    )
+    ticker.defs = reload_defs(dbt_project, component_cls=component_cls)
+    assert [ticker.tick(), ticker.tick()] == [set(), set()]

@@ -1,0 +1,127 @@
+"""The shipped project: seven assets, the designed lineage, tags from dbt, real runs on DuckDB."""
+
+import importlib.util
+import json
+
+import dagster as dg
+import duckdb
+
+from harness import ALL_ASSETS, SEEDS, SHIPPED_DBT_PROJECT, TABLES, VIEWS, keys, materialize, names
+
+EDGES = {
+    ("raw_customers", "stg_customers"),
+    ("raw_orders", "stg_orders"),
+    ("stg_customers", "customer_orders"),
+    ("stg_orders", "customer_orders"),
+    ("customer_orders", "customer_segments"),
+    ("stg_orders", "order_summary"),
+}
+
+
+def test_definitions_have_exactly_the_seven_assets(shipped_defs):
+    graph = shipped_defs.resolve_asset_graph()
+    assert names(graph.get_all_asset_keys()) == ALL_ASSETS
+
+
+def test_lineage_is_exactly_the_designed_edges(shipped_defs):
+    graph = shipped_defs.resolve_asset_graph()
+    edges = {
+        (parent.to_user_string(), key.to_user_string())
+        for key in graph.get_all_asset_keys()
+        for parent in graph.get(key).parent_keys
+    }
+    assert edges == EDGES
+
+
+def test_materialization_tag_equals_dbt_config(shipped_defs):
+    manifest = json.loads((SHIPPED_DBT_PROJECT / "target" / "manifest.json").read_text())
+    configured = {
+        node["name"]: node["config"]["materialized"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] in ("model", "seed")
+    }
+    graph = shipped_defs.resolve_asset_graph()
+    tags = {
+        key.to_user_string(): graph.get(key).tags["dagster/materialization"]
+        for key in graph.get_all_asset_keys()
+    }
+    assert tags == configured
+    assert tags == {**dict.fromkeys(SEEDS, "seed"), **dict.fromkeys(VIEWS, "view"),
+                    **dict.fromkeys(TABLES, "table")}  # fmt: skip
+
+
+def test_every_asset_has_its_labelled_automation_condition(shipped_defs):
+    graph = shipped_defs.resolve_asset_graph()
+    labels = {
+        key.to_user_string(): graph.get(key).automation_condition.get_label()
+        for key in graph.get_all_asset_keys()
+    }
+    view_label = "refresh on SQL change or parent update"
+    daily_label = "refresh on cron '0 6 * * *' (UTC)"
+    assert labels == {**dict.fromkeys(VIEWS, view_label),
+                      **dict.fromkeys(SEEDS | TABLES, daily_label)}  # fmt: skip
+
+
+def test_hourly_job_selects_exactly_the_three_tables(shipped_defs):
+    job = shipped_defs.resolve_job_def("hourly_dbt_tables_job")
+    assert names(job.asset_layer.selected_asset_keys) == TABLES
+
+
+def test_automation_sensor_and_schedule_start_running(shipped_defs):
+    sensor = shipped_defs.resolve_sensor_def("analytics_automation_sensor")
+    schedule = shipped_defs.resolve_schedule_def("hourly_dbt_tables_job_schedule")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert sensor.asset_selection.resolve(shipped_defs.resolve_asset_graph()) == keys(*ALL_ASSETS)
+
+
+def test_full_run_then_tables_only_then_one_table_on_a_fresh_duckdb_file(
+    shipped_defs, instance, duckdb_file
+):
+    assert not duckdb_file.exists()
+    assert materialize(shipped_defs, instance, ALL_ASSETS).success
+    assert materialize(shipped_defs, instance, TABLES).success
+    assert materialize(shipped_defs, instance, ["order_summary"]).success
+
+    with duckdb.connect(str(duckdb_file), read_only=True) as con:
+        customers = con.execute("select count(*) from customer_segments").fetchone()
+        months = con.execute("select count(*) from order_summary").fetchone()
+    assert (customers, months) == ((100,), (12,))
+
+
+def test_dbt_data_tests_run_as_asset_checks_and_pass(shipped_defs, instance, duckdb_file):
+    result = materialize(shipped_defs, instance, ALL_ASSETS)
+    evaluations = result.get_asset_check_evaluations()
+    declared = set(shipped_defs.resolve_asset_graph().asset_check_keys)
+    assert {evaluation.asset_check_key for evaluation in evaluations} == declared
+    assert len(declared) == 26
+    assert all(evaluation.passed for evaluation in evaluations)
+
+
+def test_materializations_carry_row_counts_and_column_schemas(shipped_defs, instance, duckdb_file):
+    result = materialize(shipped_defs, instance, ALL_ASSETS)
+    metadata = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    row_counts = {
+        name: values["dagster/row_count"].value
+        for name, values in metadata.items()
+        if "dagster/row_count" in values
+    }
+    # dagster-dbt counts rows of tables and seeds; a view has no rows of its own to count.
+    assert row_counts == {"raw_customers": 100, "raw_orders": 1000, "customer_orders": 100,
+                          "customer_segments": 100, "order_summary": 12}  # fmt: skip
+    assert {name for name, values in metadata.items() if "dagster/column_schema" in values} == (
+        ALL_ASSETS
+    )
+
+
+def test_committed_seeds_match_their_generator():
+    spec = importlib.util.spec_from_file_location(
+        "generate_seeds", SHIPPED_DBT_PROJECT / "seeds" / "generate_seeds.py"
+    )
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    for name, text in generator.generate().items():
+        assert (SHIPPED_DBT_PROJECT / "seeds" / name).read_text() == text, name
