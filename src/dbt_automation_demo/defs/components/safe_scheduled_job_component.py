@@ -79,6 +79,8 @@ class SafeScheduledJobComponent(dg.Component, dg.Resolvable):
         return f"{self.job_name}_schedule"
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        path = context.component_path
+        self._declared_in = f"{path.file_path / 'defs.yaml'}[{path.instance_key or 0}]"
         job = dg.define_asset_job(name=self.job_name, selection=self.selection)
         schedule = dg.ScheduleDefinition(
             name=self.schedule_name,
@@ -114,20 +116,18 @@ class SafeScheduledJobComponent(dg.Component, dg.Resolvable):
         """Fail at load time when the job collides with another or selects nothing."""
         same_name = [job for job in defs.jobs or () if job.name == self.job_name]
         if len(same_name) > 1:
-            raise ComponentConfigError(
-                COMPONENT, "job_name", self.job_name, "another job already has this name"
-            )
+            self._raise_if("another job already has this name", "job_name", self.job_name)
         if not self.selection.resolve(defs.resolve_asset_graph()):
-            raise ComponentConfigError(
-                COMPONENT, "asset_selection", self.asset_selection, "matches no asset"
-            )
+            self._raise_if("matches no asset", "asset_selection", self.asset_selection)
 
     def _skip(self, why: str) -> dg.SkipReason:
         return dg.SkipReason(f"{self.skip_reason_prefix}: {why}")
 
     def _raise_if(self, reason: str | None, attribute: str, value: object) -> None:
         if reason:
-            raise ComponentConfigError(COMPONENT, attribute, value, reason)
+            where = getattr(self, "_declared_in", None)
+            component = f"{where}: {COMPONENT}" if where else COMPONENT
+            raise ComponentConfigError(component, attribute, value, reason)
 
 
 def _in_progress_overlaps(

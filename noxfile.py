@@ -1,0 +1,100 @@
+"""Task runner: every session installs the locked environment (`uv sync --frozen`) first.
+
+`nox -l` lists the sessions; `nox` runs the default ones (lint, check, tests).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYTHON = (ROOT / ".python-version").read_text().strip()
+DAGSTER_HOME = ROOT / "dagster_home"
+DUCKDB_PATH = ROOT / "analytics_dbt" / "data" / "analytics.duckdb"
+LOCAL_DEFS_STATE = ROOT / "src" / "dbt_automation_demo" / "defs" / ".local_defs_state"
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "check", "tests"]
+nox.options.error_on_external_run = True
+nox.options.reuse_venv = "yes"
+
+# One set of defaults for every door into the project (nox, nix develop, the devcontainer).
+PROJECT_ENV = {
+    "DAGSTER_HOME": str(DAGSTER_HOME),
+    "DBT_DUCKDB_PATH": str(DUCKDB_PATH),
+    "UV_PYTHON_DOWNLOADS": "never",
+}
+
+
+def install_locked(session: nox.Session) -> None:
+    """The exact packages of uv.lock (project and dev group) into this session's venv."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--frozen",
+        "--group",
+        "dev",
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location, **PROJECT_ENV},
+        external=True,
+    )
+    session.env.update({key: os.environ.get(key, value) for key, value in PROJECT_ENV.items()})
+
+
+@nox.session(python=PYTHON)
+def manifest(session: nox.Session) -> None:
+    """Parse dbt and store the component's state, so later loads need no dbt parse."""
+    install_locked(session)
+    session.run("dg", "utils", "refresh-defs-state")
+
+
+@nox.session(python=PYTHON)
+def check(session: nox.Session) -> None:
+    """Validate defs.yaml against the components' schemas and load every definition."""
+    install_locked(session)
+    session.run("dg", "check", "yaml")
+    session.run("dg", "check", "defs")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (real Dagster, dbt and DuckDB); pass pytest arguments after --."""
+    install_locked(session)
+    session.run("pytest", "-n", "2", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Run every pre-commit hook on every file (ruff, sqlfluff, schemas, lock check)."""
+    install_locked(session)
+    session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure")
+
+
+@nox.session(python=PYTHON, default=False)
+def dev(session: nox.Session) -> None:
+    """Serve the UI and daemon on http://127.0.0.1:3000; `-- --port N` for another port."""
+    install_locked(session)
+    DUCKDB_PATH.parent.mkdir(parents=True, exist_ok=True)
+    session.run("python", "-m", "dbt_automation_demo.dev_server", *session.posargs)
+
+
+@nox.session(python=False, default=False)
+def reset(session: nox.Session) -> None:
+    """Start over: delete the DuckDB file and the local instance, keep dagster.yaml."""
+    for path in (DUCKDB_PATH, DUCKDB_PATH.with_suffix(".duckdb.wal")):
+        if path.exists():
+            session.log(f"removing {path.relative_to(ROOT)}")
+            path.unlink()
+    for entry in DAGSTER_HOME.iterdir():
+        if entry.name in {"dagster.yaml", ".gitignore"}:
+            continue
+        session.log(f"removing {entry.relative_to(ROOT)}")
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Replay the README's three walkthroughs on a simulated clock and print the timeline."""
+    install_locked(session)
+    session.run("python", "-m", "dbt_automation_demo.demo", *session.posargs)

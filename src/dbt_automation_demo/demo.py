@@ -1,0 +1,113 @@
+"""`nox -s demo`: the README's walkthroughs, replayed headlessly on a simulated clock.
+
+Everything is real except the clock: a temporary Dagster instance and DuckDB file, the shipped
+dbt project (copied, so it can be edited), real dbt runs, and the project's own policies,
+evaluated tick by tick the way the automation sensor does.
+"""
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from dbt_automation_demo.replay import (
+    Ticker,
+    build_defs,
+    copy_dbt_project,
+    end_run,
+    materialize,
+    parse,
+    reload_defs,
+    start_run,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAY = datetime(2031, 3, 4, tzinfo=UTC)
+
+
+class Timeline:
+    def __init__(self, ticker: Ticker, instance: dg.DagsterInstance):
+        self.ticker = ticker
+        self.instance = instance
+
+    def say(self, what: str) -> None:
+        print(f"{self.ticker.now:%a %H:%M}  {what}", flush=True)
+
+    def tick_at(self, hour: int, minute: int = 0) -> set[str]:
+        requested = self.ticker.tick_at(DAY.replace(hour=hour, minute=minute))
+        self.say(f"tick   requested: {_listed(requested)}")
+        return requested
+
+    def run(self, asset_names: Iterable[str]) -> None:
+        """Materialize for real, keeping dbt's and Dagster's logs unless the run fails."""
+        asset_names = sorted(asset_names)
+        logs = io.StringIO()
+        with contextlib.redirect_stdout(logs), contextlib.redirect_stderr(logs):
+            result = materialize(self.ticker.defs, self.instance, asset_names, raise_on_error=False)
+        if not result.success:
+            print(logs.getvalue())
+        outcome = "succeeded" if result.success else "FAILED"
+        self.say(f"run    dbt build {_listed(asset_names)}: {outcome}")
+
+
+def _listed(asset_names: Iterable[str]) -> str:
+    return ", ".join(sorted(asset_names)) or "nothing"
+
+
+def replay(workdir: Path) -> None:
+    project = copy_dbt_project(PROJECT_ROOT / "analytics_dbt", workdir / "analytics_dbt")
+    os.environ["DBT_DUCKDB_PATH"] = str(workdir / "warehouse" / "analytics.duckdb")
+    (workdir / "warehouse").mkdir()
+    parse(project)
+    home = workdir / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        timeline = Timeline(Ticker(build_defs(project), instance, DAY), instance)
+        print("== A fresh instance: nothing exists, nothing runs before the daily tick")
+        timeline.tick_at(5)
+        timeline.run(timeline.tick_at(6))
+        timeline.tick_at(6, 1)
+
+        print("\n== Test 2: a seed is materialized; the view downstream follows, once")
+        timeline.say("you    materialize raw_customers")
+        timeline.run(["raw_customers"])
+        timeline.run(timeline.tick_at(10, 1))
+        timeline.tick_at(10, 2)
+
+        print("\n== Test 1: a view's SQL changes; that view alone is requested, once")
+        timeline.say("you    edit stg_customers.sql and reload the definitions")
+        sql = project / "models" / "staging" / "stg_customers.sql"
+        sql.write_text(sql.read_text() + "-- edited in the demo\n")
+        timeline.ticker.defs = reload_defs(project)
+        timeline.run(timeline.tick_at(11, 1))
+        timeline.tick_at(11, 2)
+
+        print("\n== Test 3: daily_cron set to fire soon; a table still running is not re-requested")
+        timeline.ticker.defs = build_defs(project, daily_cron="*/15 * * * *")
+        timeline.say("you    set daily_cron: '*/15 * * * *' in defs.yaml and reload")
+        timeline.tick_at(11, 14)
+        timeline.run(timeline.tick_at(11, 15))
+        timeline.tick_at(11, 16)
+        timeline.say("you    start a run of order_summary that is still going at 11:30")
+        running = start_run(timeline.ticker.defs, instance, ["order_summary"])
+        timeline.run(timeline.tick_at(11, 30))
+        timeline.tick_at(11, 31)
+        end_run(instance, running)
+        timeline.say("       that run of order_summary ends")
+        timeline.tick_at(11, 32)
+        timeline.tick_at(11, 44)
+        timeline.tick_at(11, 45)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="dbt-automation-demo-") as workdir:
+        replay(Path(workdir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`nox -s dev`: `dg dev` on 127.0.0.1:3000 that leaves no Dagster process behind when stopped.
+
+`dg dev` starts the webserver, the daemon and a code server as children; on SIGTERM it stops
+before its code server does (measured: the code server lived ~45 s more). Here `dg dev` runs
+in a process group of its own, and every way of stopping (Ctrl-C, SIGTERM, SIGHUP, the parent
+going away) stops the whole group, escalating to SIGKILL after a grace period.
+
+Usage: python -m dbt_automation_demo.dev_server [dg dev arguments, e.g. --port 3001]
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+DEFAULT_ARGS = ("--host", "127.0.0.1", "--port", "3000")
+GRACE_SECONDS = 20
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def dg_dev_command(extra_args: Sequence[str]) -> list[str]:
+    """`dg dev` with the defaults, each overridden when the caller passes the same option."""
+    given = set(extra_args)
+    defaults = []
+    for flag, value in zip(DEFAULT_ARGS[::2], DEFAULT_ARGS[1::2], strict=True):
+        short = {"--host": "-h", "--port": "-p"}[flag]
+        if flag not in given and short not in given and not _has_equals_form(given, flag):
+            defaults += [flag, value]
+    return ["dg", "dev", *defaults, *extra_args]
+
+
+def _has_equals_form(args: set[str], flag: str) -> bool:
+    return any(arg.startswith(f"{flag}=") for arg in args)
+
+
+def stop_group(process: subprocess.Popen, grace_seconds: float = GRACE_SECONDS) -> int:
+    """SIGTERM the process group, wait, then SIGKILL whatever is left of it."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        pass
+    # Children (the code server) can outlive the group leader: always sweep the group.
+    deadline = time.monotonic() + grace_seconds
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _signal_group(process.pid, signal.SIGKILL)
+    return process.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command = dg_dev_command(sys.argv[1:] if argv is None else argv)
+    print(f"starting: {' '.join(command)}", flush=True)
+    process = subprocess.Popen(command, start_new_session=True)
+    stopping = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stopping.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, request_stop)
+    parent = os.getppid()
+    while process.poll() is None and not stopping.is_set():
+        if os.getppid() != parent:  # whoever started us is gone (e.g. nox was killed)
+            break
+        stopping.wait(0.5)
+    return stop_group(process)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Replaying automation on a simulated clock: real dbt runs, a real instance, explicit ticks.
+
+Used by `nox -s demo` and by the tests, so both show the same behaviour the same way.
+"""
+
+import shutil
+import subprocess
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster.components.testing.utils import component_defs
+from dagster_dbt import DbtProject
+from dagster_dbt.dbt_manifest import read_manifest_path
+
+from dbt_automation_demo.defs.analytics.component import CustomDbtComponent
+
+RUN_ARTIFACTS = ("target", "logs", "dbt_packages", "*.duckdb", "*.wal", ".user.yml")
+THIS_CODE_LOCATION = RemoteRepositoryOrigin(
+    InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)), "__repository__"
+)
+
+
+def copy_dbt_project(source: Path, destination: Path, keep_manifest: bool = False) -> Path:
+    """Copy a dbt project without its run artifacts (optionally keeping target/manifest.json)."""
+    skipped = [pattern for pattern in RUN_ARTIFACTS if not (keep_manifest and pattern == "target")]
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*skipped))
+    return destination
+
+
+def parse(project_dir: Path) -> None:
+    """`dbt parse`, as `nox -s manifest` does: writes target/manifest.json."""
+    subprocess.run(
+        ["dbt", "parse", "--quiet", "--project-dir", project_dir, "--profiles-dir", project_dir],
+        check=True,
+    )
+
+
+def build_defs(
+    project_dir: Path, component_cls: type[CustomDbtComponent] = CustomDbtComponent, **attributes
+) -> dg.Definitions:
+    """The component's definitions from the project's existing manifest."""
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    return component_defs(component=component_cls(project=project, **attributes))
+
+
+def reload_defs(project_dir: Path, **build_args) -> dg.Definitions:
+    """Rebuild the manifest and the definitions after an edit, as a fresh process would.
+
+    dagster-dbt caches each parsed manifest by path for the life of the process; clearing it
+    is what makes an edited SQL file visible to a reload in the same process.
+    """
+    parse(project_dir)
+    read_manifest_path.cache_clear()
+    return build_defs(project_dir, **build_args)
+
+
+def keys(*names: str) -> set[dg.AssetKey]:
+    return {dg.AssetKey(name) for name in names}
+
+
+def names(asset_keys: Iterable[dg.AssetKey]) -> set[str]:
+    return {key.to_user_string() for key in asset_keys}
+
+
+class Ticker:
+    """The automation sensor's evaluations, one per `tick()`, on a simulated clock."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, now: datetime):
+        self.defs = defs
+        self.instance = instance
+        self.now = now
+        self.cursor = None
+
+    def tick(self, after: timedelta = timedelta(minutes=1)) -> set[str]:
+        """Advance the clock, evaluate once, and return the names of the requested assets."""
+        self.now += after
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        graph = self.defs.resolve_asset_graph()
+        return {
+            key.to_user_string()
+            for key in graph.materializable_asset_keys
+            if result.get_num_requested(key)
+        }
+
+    def tick_at(self, when: datetime) -> set[str]:
+        return self.tick(after=when - self.now)
+
+
+def materialize(
+    defs: dg.Definitions, instance: dg.DagsterInstance, asset_names: Iterable[str], **kwargs
+) -> dg.ExecuteInProcessResult:
+    """A real dbt run of the named assets, recorded in the instance."""
+    return dg.materialize(
+        defs.assets, instance=instance, selection=list(keys(*asset_names)), **kwargs
+    )
+
+
+def record_run(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    status: dg.DagsterRunStatus,
+    asset_names: Iterable[str] | None = None,
+) -> dg.DagsterRun:
+    """A run of the job (or of the named assets) that the instance records with this status,
+    standing for a run someone else started and that has not finished.
+
+    Creating it plans its materializations, which is what Dagster's `in_progress()` reads.
+    """
+    selection = frozenset(keys(*asset_names)) if asset_names is not None else None
+    return instance.create_run_for_job(
+        job_def=job.get_subset(asset_selection=selection) if selection else job,
+        asset_selection=selection,
+        status=status,
+        # Queued runs must say where their code lives, so the run coordinator can launch them.
+        remote_job_origin=RemoteJobOrigin(THIS_CODE_LOCATION, job.name),
+    )
+
+
+def start_run(
+    defs: dg.Definitions, instance: dg.DagsterInstance, asset_names: Iterable[str]
+) -> dg.DagsterRun:
+    """A run of the named assets that the instance records as started and not yet finished."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    return record_run(instance, job, dg.DagsterRunStatus.STARTED, asset_names)
+
+
+def end_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    instance.report_run_canceled(run)

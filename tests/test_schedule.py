@@ -1,0 +1,136 @@
+"""The hourly schedule skips while the same work is in progress, and never launches a tick twice."""
+
+import subprocess
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from harness import (
+    TABLES,
+    copy_dagster_project,
+    end_run,
+    keys,
+    project_env,
+    record_run,
+    start_run,
+)
+
+JOB = "hourly_dbt_tables_job"
+SCHEDULE = f"{JOB}_schedule"
+PREFIX = "Hourly dbt tables schedule"
+ELEVEN = datetime(2031, 3, 4, 11, tzinfo=UTC)
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, at: datetime = ELEVEN):
+    """One tick of the schedule, as the daemon evaluates it."""
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=at, repository_def=defs.get_repository_def()
+    )
+    data = defs.resolve_schedule_def(SCHEDULE).evaluate_tick(context)
+    return data.run_requests or [], data.skip_message
+
+
+def run_of_job(defs, instance, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    return record_run(instance, defs.resolve_job_def(JOB), status)
+
+
+def test_no_run_in_progress_requests_one_run_keyed_by_the_tick(shipped_defs, instance):
+    requests, skip = evaluate(shipped_defs, instance)
+    again, _ = evaluate(shipped_defs, instance)
+    next_hour, _ = evaluate(shipped_defs, instance, at=ELEVEN.replace(hour=12))
+    assert skip is None
+    assert [request.run_key for request in requests] == [f"{JOB}:2031-03-04T11:00:00+00:00"]
+    assert [request.run_key for request in again] == [requests[0].run_key]
+    assert next_hour[0].run_key != requests[0].run_key
+
+
+@pytest.mark.parametrize("status", UNFINISHED, ids=lambda status: status.value)
+def test_run_of_the_job_in_progress_skips_until_it_ends(shipped_defs, instance, status):
+    run = run_of_job(shipped_defs, instance, status)
+    requests, skip = evaluate(shipped_defs, instance)
+    assert requests == []
+    assert skip == f"{PREFIX}: job {JOB} already in progress in run(s) {run.run_id}"
+    assert instance.get_run_by_id(run.run_id).status == status
+
+    end_run(instance, run)
+    requests, skip = evaluate(shipped_defs, instance)
+    assert (len(requests), skip) == (1, None)
+
+
+def test_other_run_materializing_a_selected_table_skips_naming_it(shipped_defs, instance):
+    run = start_run(shipped_defs, instance, ["stg_orders", "order_summary"])
+    requests, skip = evaluate(shipped_defs, instance)
+    assert requests == []
+    assert skip == f"{PREFIX}: order_summary being materialized by run(s) {run.run_id}"
+
+
+def test_other_run_of_unrelated_assets_does_not_skip(shipped_defs, instance):
+    start_run(shipped_defs, instance, ["raw_customers", "stg_customers"])
+    requests, skip = evaluate(shipped_defs, instance)
+    assert (len(requests), skip) == (1, None)
+
+
+def test_own_run_is_seen_behind_more_than_a_hundred_other_runs(shipped_defs, instance):
+    own = run_of_job(shipped_defs, instance, dg.DagsterRunStatus.STARTED)
+    for _ in range(101):
+        start_run(shipped_defs, instance, ["raw_orders"])
+    requests, skip = evaluate(shipped_defs, instance)
+    assert requests == []
+    assert skip == f"{PREFIX}: job {JOB} already in progress in run(s) {own.run_id}"
+
+
+def test_whole_job_run_without_asset_selection_counts_as_its_assets(shipped_defs, instance):
+    other_job = shipped_defs.resolve_implicit_global_asset_job_def()
+    run = instance.create_run_for_job(job_def=other_job, status=dg.DagsterRunStatus.STARTED)
+    assert run.asset_selection is None or keys(*TABLES) <= run.asset_selection
+    _, skip = evaluate(shipped_defs, instance)
+    assert skip == (
+        f"{PREFIX}: customer_orders, customer_segments, order_summary being materialized "
+        f"by run(s) {run.run_id}"
+    )
+
+
+SCHEDULE_DOC = """
+---
+type: dbt_automation_demo.defs.components.safe_scheduled_job_component.SafeScheduledJobComponent
+attributes:
+  job_name: {job_name}
+  cron_schedule: "{cron}"
+  asset_selection: "{selection}"
+  execution_timezone: {timezone}
+"""
+GOOD = {"job_name": "nightly_job", "cron": "0 3 * * *", "selection": "*", "timezone": "UTC"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"cron": "0 * * *"}, "`cron_schedule` = '0 * * *': '0 * * *' is not a valid cron string"),
+        (
+            {"timezone": "Mars/Olympus_Mons"},
+            "`execution_timezone` = 'Mars/Olympus_Mons': 'Mars/Olympus_Mons' is not a known IANA",
+        ),
+        (
+            {"selection": "tag:dagster/materialization=tabel"},
+            "`asset_selection` = 'tag:dagster/materialization=tabel': matches no asset",
+        ),
+        ({"job_name": JOB}, f"`job_name` = '{JOB}': another job already has this name"),
+    ],
+    ids=["cron", "timezone", "selection", "job_name"],
+)
+def test_bad_schedule_configuration_fails_dg_check_defs(tmp_path, bad, message):
+    project = copy_dagster_project(tmp_path / "project")
+    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+    defs_yaml.write_text(defs_yaml.read_text() + SCHEDULE_DOC.format(**{**GOOD, **bad}))
+    checked = subprocess.run(
+        ["dg", "check", "defs"], cwd=project, env=project_env(project), capture_output=True, text=True
+    )
+    assert checked.returncode != 0
+    assert f"SafeScheduledJobComponent attribute {message}" in checked.stdout + checked.stderr
