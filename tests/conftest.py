@@ -31,7 +31,9 @@ def parsed_dbt_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def dbt_project(tmp_path: Path, duckdb_file: Path, parsed_dbt_project: Path) -> Path:
     """A copy of the shipped dbt project, with its manifest, that a test may edit."""
-    return copy_dbt_project(tmp_path / "analytics_dbt", source=parsed_dbt_project)
+    return copy_dbt_project(
+        tmp_path / "analytics_dbt", source=parsed_dbt_project, keep_manifest=True
+    )
 
 
 @pytest.fixture

@@ -27,9 +27,11 @@ TABLES = {"customer_orders", "customer_segments", "order_summary"}
 ALL_ASSETS = SEEDS | VIEWS | TABLES
 
 
-def copy_dbt_project(destination: Path, source: Path = SHIPPED_DBT_PROJECT) -> Path:
-    """Copy a dbt project without its run artifacts; a parsed copy keeps its manifest."""
-    return replay.copy_dbt_project(source, destination, keep_manifest=source != SHIPPED_DBT_PROJECT)
+def copy_dbt_project(
+    destination: Path, source: Path = SHIPPED_DBT_PROJECT, keep_manifest: bool = False
+) -> Path:
+    """Copy a dbt project without its run artifacts (a parsed copy may keep its manifest)."""
+    return replay.copy_dbt_project(source, destination, keep_manifest=keep_manifest)
 
 
 def sql_file(project_dir: Path, model: str) -> Path:

@@ -37,10 +37,13 @@ def copy_dbt_project(source: Path, destination: Path, keep_manifest: bool = Fals
 
 def parse(project_dir: Path) -> None:
     """`dbt parse`, as `nox -s manifest` does: writes target/manifest.json."""
-    subprocess.run(
-        ["dbt", "parse", "--quiet", "--project-dir", project_dir, "--profiles-dir", project_dir],
-        check=True,
+    parsed = subprocess.run(
+        ["dbt", "parse", "--project-dir", project_dir, "--profiles-dir", project_dir],
+        capture_output=True,
+        text=True,
     )
+    if parsed.returncode != 0:
+        raise RuntimeError(f"dbt parse failed in {project_dir}:\n{parsed.stdout}{parsed.stderr}")
 
 
 def build_defs(

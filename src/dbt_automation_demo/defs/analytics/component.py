@@ -164,12 +164,31 @@ class CustomDbtComponent(DbtProjectComponent):
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
         duckdb_path(Path(dbt.project_dir)).parent.mkdir(parents=True, exist_ok=True)
-        yield from super().execute(context, dbt)
+        try:
+            yield from super().execute(context, dbt)
+        finally:
+            release_duckdb_file()
 
 
 def duckdb_path(project_dir: Path) -> Path:
     """The DuckDB file dbt writes, as profiles.yml resolves it (relative to the dbt project)."""
     return project_dir / os.environ.get(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH)
+
+
+def release_duckdb_file() -> None:
+    """Close the DuckDB connection that fetching metadata left open in this process.
+
+    dagster-dbt reads row counts and column schemas through dbt's DuckDB adapter in the run's
+    own process, and the adapter keeps that connection (and DuckDB's file lock) for the life of
+    the process. In a long-lived process (in-process execution, tests) the next dbt run, a
+    separate process, would then fail with "Could not set lock on file".
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None
 
 
 def _is_within(folder: str, ancestor: str) -> bool:
