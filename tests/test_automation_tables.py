@@ -35,7 +35,7 @@ def materialized(defs, instance, now):
 def test_nothing_before_the_daily_tick_then_everything_once(
     dbt_project, instance, before_daily_tick
 ):
-    defs, ticker = materialized(dbt_project, instance, before_daily_tick)
+    _, ticker = materialized(dbt_project, instance, before_daily_tick)
     assert ticker.tick(after=HOUR - timedelta(minutes=2)) == set()  # 05:59
     # Seeds and tables are due; the views between them follow their seeds in the same tick.
     assert ticker.tick() == SEEDS | VIEWS | TABLES  # 06:00
@@ -66,7 +66,9 @@ def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
     assert {"customer_orders", "customer_segments"} <= requested == ALL_ASSETS
 
     result = materialize(defs, instance, requested)
-    order = [event.asset_key.to_user_string() for event in result.get_asset_materialization_events()]
+    order = [
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    ]
     assert order.index("customer_orders") < order.index("customer_segments")
 
 
@@ -119,7 +121,7 @@ def test_table_below_a_dbt_source_still_refreshes_daily(
     with duckdb.connect(str(duckdb_file)) as con:
         con.execute("create table external_refunds as select 1 as refund_id")
 
-    defs, ticker = materialized(project, instance, before_daily_tick)
+    _, ticker = materialized(project, instance, before_daily_tick)
     assert "refund_totals" in ticker.tick(after=HOUR)
     assert ticker.tick() == set()
 
@@ -127,7 +129,7 @@ def test_table_below_a_dbt_source_still_refreshes_daily(
 def test_failed_table_run_is_not_retried_before_the_next_daily_tick(
     dbt_project, instance, before_daily_tick
 ):
-    defs, ticker = materialized(dbt_project, instance, before_daily_tick)
+    _, ticker = materialized(dbt_project, instance, before_daily_tick)
     edit_sql(dbt_project, "order_summary", "select no_such_column from {{ ref('stg_orders') }}\n")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick(after=HOUR) == ALL_ASSETS

@@ -45,7 +45,7 @@ def test_view_own_materialization_never_requests_it_again(dbt_project, instance,
 
 
 def test_edited_view_sql_requests_that_view_only_once(dbt_project, instance, after_daily_tick):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
+    _, ticker = ready(dbt_project, instance, after_daily_tick)
     add_comment(dbt_project, "stg_customers")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_customers"}
@@ -86,7 +86,7 @@ def test_view_waits_while_a_parent_runs_and_its_sql_edit_is_not_lost(
 
 
 def test_view_added_to_the_project_is_requested_once(dbt_project, instance, after_daily_tick):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
+    _, ticker = ready(dbt_project, instance, after_daily_tick)
     new_view = dbt_project / "models" / "staging" / "stg_countries.sql"
     new_view.write_text("select distinct country from {{ ref('raw_customers') }}")
     ticker.defs = reload_defs(dbt_project)
@@ -95,7 +95,7 @@ def test_view_added_to_the_project_is_requested_once(dbt_project, instance, afte
 
 
 def test_failed_view_run_is_not_retried(dbt_project, instance, after_daily_tick):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
+    _, ticker = ready(dbt_project, instance, after_daily_tick)
     edit_sql(dbt_project, "stg_orders", "select no_such_column from {{ ref('raw_orders') }}")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_orders"}

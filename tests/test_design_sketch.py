@@ -11,7 +11,7 @@ from harness import ALL_ASSETS, SEEDS, TABLES, Ticker, build_defs, materialize, 
 
 
 class SketchDbtComponent(CustomDbtComponent):
-    """The design's component: `code_version_changed | newly_updated` and `on_cron & ~in_progress`."""
+    """The design's conditions: `code_version_changed | newly_updated`, `on_cron & ~in_progress`."""
 
     def policy_for(self, node, materialized):
         return sketch_view_policy() if materialized == "view" else sketch_table_policy()

@@ -130,7 +130,11 @@ def test_bad_schedule_configuration_fails_dg_check_defs(tmp_path, bad, message):
     defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
     defs_yaml.write_text(defs_yaml.read_text() + SCHEDULE_DOC.format(**{**GOOD, **bad}))
     checked = subprocess.run(
-        ["dg", "check", "defs"], cwd=project, env=project_env(project), capture_output=True, text=True
+        ["dg", "check", "defs"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
     )
     assert checked.returncode != 0
     assert f"SafeScheduledJobComponent attribute {message}" in checked.stdout + checked.stderr

@@ -5,7 +5,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from harness import SEEDS, TABLES, VIEWS, Ticker, build_defs, copy_dbt_project, materialize, names, parse
+from harness import (
+    SEEDS,
+    TABLES,
+    VIEWS,
+    Ticker,
+    build_defs,
+    copy_dbt_project,
+    materialize,
+    names,
+    parse,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_materialization"
 VIEW_LABEL = "refresh on SQL change or parent update"
@@ -94,4 +104,7 @@ def test_critical_table_refreshes_every_quarter_hour_and_the_rest_keep_their_cro
 
 def test_daily_cron_and_timezone_are_attributes(every_materialization):
     defs = build_defs(every_materialization, daily_cron="30 2 * * *", cron_timezone="Europe/Berlin")
-    assert tags_and_labels(defs)["a_seed"] == ("seed", "refresh on cron '30 2 * * *' (Europe/Berlin)")
+    assert tags_and_labels(defs)["a_seed"] == (
+        "seed",
+        "refresh on cron '30 2 * * *' (Europe/Berlin)",
+    )

@@ -24,9 +24,9 @@ DEFAULT_TIMEZONE = "UTC"
 def _view_triggers() -> dg.AutomationCondition:
     # any_deps_updated() is about the parents (newly_updated() would be about the view itself),
     # and ignores a parent update made by a run that also built this view.
-    return (
-        AC.code_version_changed() | AC.any_deps_updated() | AC.newly_missing()
-    ).with_label("SQL changed, a parent updated, or newly missing")
+    return (AC.code_version_changed() | AC.any_deps_updated() | AC.newly_missing()).with_label(
+        "SQL changed, a parent updated, or newly missing"
+    )
 
 
 def _safe_to_run() -> dg.AutomationCondition:
@@ -70,7 +70,9 @@ def refresh_on_change() -> dg.AutomationCondition:
 
 
 @functools.cache
-def refresh_daily(cron: str = DEFAULT_DAILY_CRON, timezone: str = DEFAULT_TIMEZONE) -> dg.AutomationCondition:
+def refresh_daily(
+    cron: str = DEFAULT_DAILY_CRON, timezone: str = DEFAULT_TIMEZONE
+) -> dg.AutomationCondition:
     """Tables, seeds, snapshots, incrementals: refresh once per cron tick, never while running.
 
     Guarantees:

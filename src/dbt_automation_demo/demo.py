@@ -10,7 +10,7 @@ import io
 import os
 import tempfile
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg

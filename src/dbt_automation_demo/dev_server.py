@@ -8,6 +8,7 @@ going away) stops the whole group, escalating to SIGKILL after a grace period.
 Usage: python -m dbt_automation_demo.dev_server [dg dev arguments, e.g. --port 3001]
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,10 +40,8 @@ def _has_equals_form(args: set[str], flag: str) -> bool:
 def stop_group(process: subprocess.Popen, grace_seconds: float = GRACE_SECONDS) -> int:
     """SIGTERM the process group, wait, then SIGKILL whatever is left of it."""
     _signal_group(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        pass
     # Children (the code server) can outlive the group leader: always sweep the group.
     deadline = time.monotonic() + grace_seconds
     while _group_alive(process.pid) and time.monotonic() < deadline:
@@ -52,10 +51,8 @@ def stop_group(process: subprocess.Popen, grace_seconds: float = GRACE_SECONDS) 
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

@@ -1,10 +1,12 @@
 """A scheduled asset job that skips a tick while the same work is already in progress."""
 
-from collections.abc import Iterable, Set as AbstractSet
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import dagster as dg
+
 # Dagster's own "not finished" set: queued, not started, starting, started, suspended, canceling.
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from dagster.components.resolved.model import Resolver
@@ -64,7 +66,7 @@ class SafeScheduledJobComponent(dg.Component, dg.Resolvable):
             self.execution_timezone,
         )
         try:
-            self.selection
+            dg.AssetSelection.from_string(self.asset_selection)
         except Exception as error:
             raise ComponentConfigError(
                 COMPONENT, "asset_selection", self.asset_selection, f"cannot be parsed ({error})"
@@ -131,7 +133,9 @@ class SafeScheduledJobComponent(dg.Component, dg.Resolvable):
 
 
 def _in_progress_overlaps(
-    instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, keys: AbstractSet[dg.AssetKey]
+    instance: dg.DagsterInstance,
+    repository: dg.RepositoryDefinition,
+    keys: AbstractSet[dg.AssetKey],
 ) -> dict[str, AbstractSet[dg.AssetKey]]:
     """Run id -> the given assets that an unfinished run of any job will materialize."""
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
@@ -139,7 +143,9 @@ def _in_progress_overlaps(
     return {run_id: shared for run_id, shared in overlaps.items() if shared}
 
 
-def _targeted_keys(run: dg.DagsterRun, repository: dg.RepositoryDefinition) -> AbstractSet[dg.AssetKey]:
+def _targeted_keys(
+    run: dg.DagsterRun, repository: dg.RepositoryDefinition
+) -> AbstractSet[dg.AssetKey]:
     # A run of a whole asset job carries no asset selection: its job's assets are its targets.
     if run.asset_selection is not None:
         return run.asset_selection

@@ -1,0 +1,137 @@
+"""Every door (nox, `nix develop`, the devcontainer, CI) ends in the same Python and lock."""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+
+import json5
+import nox
+import pytest
+
+from harness import REPO_ROOT
+
+PYTHON = (REPO_ROOT / ".python-version").read_text().strip()
+DEVCONTAINER = json5.loads((REPO_ROOT / ".devcontainer" / "devcontainer.json").read_text())
+FLAKE = (REPO_ROOT / "flake.nix").read_text()
+WORKFLOW = (REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text()
+PINS = REPO_ROOT.parent / "shared" / "pins.md"
+NIX_STUB = REPO_ROOT / "tests" / "fixtures" / "nixpkgs-stub"
+NIX = ["nix", "--extra-experimental-features", "nix-command flakes"]
+
+
+def require(tool: str) -> None:
+    """CI installs every tool these tests use; elsewhere a missing one skips them."""
+    if shutil.which(tool) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed, but .ci/run installs it")
+        pytest.skip(f"{tool} is not installed")
+
+
+def nox_sessions() -> dict[str, object]:
+    """Session name -> its Python, as nox reads the noxfile."""
+    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    return {name: session.python for name, session in nox.registry.get().items()}
+
+
+def readme_bootstrap() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    return re.search(r"<!-- quick-start -->\n```bash\n(.*?)\n", readme).group(1)
+
+
+def test_one_python_version_everywhere():
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    major_minor = PYTHON.replace(".", "")
+    assert pyproject["project"]["requires-python"] == f"=={PYTHON}.*"
+    sessions = nox_sessions()
+    assert {name for name, python in sessions.items() if python is False} == {"reset"}
+    assert {python for python in sessions.values() if python is not False} == {PYTHON}
+    assert f"python = pkgs.python{major_minor};" in FLAKE
+    assert f'UV_PYTHON = "${{python}}/bin/python{PYTHON}";' in FLAKE
+    assert re.fullmatch(
+        rf"mcr\.microsoft\.com/devcontainers/python:\d+-{re.escape(PYTHON)}-\w+",
+        DEVCONTAINER["image"],
+    )
+    assert "python-version-file: .python-version" in WORKFLOW
+
+
+def test_devcontainer_validates_against_its_schema():
+    checked = subprocess.run(
+        ["check-jsonschema", "--force-filetype", "json5", "--schemafile",
+         REPO_ROOT / "schemas" / "devContainer.base.schema.json",
+         REPO_ROOT / ".devcontainer" / "devcontainer.json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_devcontainer_first_start_is_the_readme_bootstrap_with_the_same_defaults():
+    assert DEVCONTAINER["postCreateCommand"] == readme_bootstrap()
+    assert DEVCONTAINER["containerEnv"] == {
+        "DAGSTER_HOME": "${containerWorkspaceFolder}/dagster_home",
+        "DBT_DUCKDB_PATH": "${containerWorkspaceFolder}/analytics_dbt/data/analytics.duckdb",
+        "UV_PYTHON_DOWNLOADS": "never",
+    }
+    assert DEVCONTAINER["forwardPorts"] == [3000]
+    assert DEVCONTAINER["portsAttributes"]["3000"] == {
+        "label": "Dagster UI",
+        "onAutoForward": "notify",
+    }
+
+
+def test_every_door_installs_from_the_lock_frozen():
+    noxfile = (REPO_ROOT / "noxfile.py").read_text()
+    assert '"uv",\n        "sync",\n        "--frozen",' in noxfile
+    assert "uv sync --frozen --group dev" in FLAKE
+    assert WORKFLOW.count(readme_bootstrap()) == 1  # the devcontainer and nix jobs use nox too
+
+
+def test_flake_parses():
+    require("nix-instantiate")
+    subprocess.run(["nix-instantiate", "--parse", REPO_ROOT / "flake.nix"], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_flake_lock_agrees_with_the_flake_and_pins_the_verified_nixpkgs():
+    require("nix")
+    metadata = subprocess.run(
+        [*NIX, "flake", "metadata", "--offline", "--json", REPO_ROOT],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    locks = json.loads(metadata.stdout)["locks"]
+    assert locks == json.loads((REPO_ROOT / "flake.lock").read_text())
+    assert locks["nodes"]["root"]["inputs"] == {"nixpkgs": "nixpkgs"}
+    locked = locks["nodes"]["nixpkgs"]["locked"]
+    if not PINS.exists():
+        pytest.skip("../shared/pins.md is not beside this checkout")
+    pins = PINS.read_text()
+    for field in ("rev", "narHash", "lastModified"):
+        assert re.search(rf"\| {field} \| {re.escape(str(locked[field]))}[ |]", pins), field
+
+
+@pytest.mark.parametrize("system", ["x86_64-linux", "aarch64-linux", "x86_64-darwin",
+                                    "aarch64-darwin"])  # fmt: skip
+def test_dev_shell_has_the_tools_and_the_project_defaults(system):
+    require("nix")
+    evaluated = subprocess.run(
+        [*NIX, "eval", "--offline", "--no-write-lock-file", "--json",
+         "--override-input", "nixpkgs", f"path:{NIX_STUB}",
+         f"{REPO_ROOT}#devShells.{system}.default"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    shell = json.loads(evaluated.stdout)
+    names = [path.split("-", 1)[1] for path in shell["packages"]]
+    assert names == [f"python{PYTHON}", "uv", f"python{PYTHON}-nox", "pre-commit", "duckdb"]
+    assert shell["env"]["UV_PYTHON"].endswith(f"-python{PYTHON}/bin/python{PYTHON}")
+    assert shell["env"]["UV_PYTHON_DOWNLOADS"] == "never"
+    assert ("LD_LIBRARY_PATH" in shell["env"]) == system.endswith("linux")
+    assert shell["shellHook"].splitlines() == [
+        'export DAGSTER_HOME="$PWD/dagster_home"',
+        'export DBT_DUCKDB_PATH="$PWD/analytics_dbt/data/analytics.duckdb"',
+        "uv sync --frozen --group dev",
+        "source .venv/bin/activate",
+    ]
