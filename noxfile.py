@@ -61,7 +61,8 @@ def check(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (real Dagster, dbt and DuckDB); pass pytest arguments after --."""
     install_locked(session)
-    session.run("pytest", "-n", "2", *session.posargs)
+    # Two workers; a file's tests stay on one worker (the live tests share one dev server).
+    session.run("pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -89,6 +89,18 @@ def test_full_run_then_tables_only_then_one_table_on_a_fresh_duckdb_file(
     assert (customers, months) == ((100,), (12,))
 
 
+def test_a_view_alone_builds_before_the_model_its_relationship_test_reads(
+    shipped_defs, instance, duckdb_file
+):
+    # stg_orders' relationships test reads stg_customers, and stg_customers' run would pick it
+    # up with dbt's default (eager) indirect selection, failing while stg_orders does not exist.
+    assert materialize(shipped_defs, instance, ["raw_customers"]).success
+    result = materialize(shipped_defs, instance, ["stg_customers"])
+    assert result.success
+    ran = {evaluation.asset_check_key.asset_key for evaluation in result.get_asset_check_evaluations()}
+    assert names(ran) == {"stg_customers"}
+
+
 def test_dbt_data_tests_run_as_asset_checks_and_pass(shipped_defs, instance, duckdb_file):
     result = materialize(shipped_defs, instance, ALL_ASSETS)
     evaluations = result.get_asset_check_evaluations()

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 DEFAULT_ARGS = ("--host", "127.0.0.1", "--port", "3000")
 GRACE_SECONDS = 20
@@ -30,7 +31,13 @@ def dg_dev_command(extra_args: Sequence[str]) -> list[str]:
         short = {"--host": "-h", "--port": "-p"}[flag]
         if flag not in given and short not in given and not _has_equals_form(given, flag):
             defaults += [flag, value]
-    return ["dg", "dev", *defaults, *extra_args]
+    return [_dg_executable(), "dev", *defaults, *extra_args]
+
+
+def _dg_executable() -> str:
+    # The `dg` of this interpreter's environment, even when that environment is not activated.
+    beside_python = Path(sys.executable).parent / "dg"
+    return str(beside_python) if beside_python.exists() else "dg"
 
 
 def _has_equals_form(args: set[str], flag: str) -> bool:

@@ -73,6 +73,17 @@ class CustomDbtComponent(DbtProjectComponent):
     `dbt_automation_demo.automation`.
     """
 
+    cli_args: Annotated[
+        list[str | dict[str, Any]],
+        Resolver.passthrough(
+            description=(
+                "Arguments to the dbt CLI. The default builds with `--indirect-selection "
+                "buildable`: a test that reads a model outside the run (a relationships test "
+                "to a model never built) waits for a run that builds both, instead of failing."
+            ),
+            examples=[["build", "--indirect-selection", "buildable"]],
+        ),
+    ] = field(default_factory=lambda: ["build", "--indirect-selection", "buildable"])
     daily_cron: Annotated[
         str,
         Resolver.default(

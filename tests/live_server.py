@@ -1,0 +1,139 @@
+"""The dev server as a person starts it (`nox -s dev`), in a copy of the project, and a client."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import project_env
+
+READY_SECONDS = 180
+SENSOR_INTERVAL_SECONDS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float, every: float = 1.0) -> Any:
+    """Poll `check` until it returns something truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+class DevServer:
+    """`python -m dbt_automation_demo.dev_server --port N` in `project`, talked to over HTTP."""
+
+    def __init__(self, project: Path, log: Path):
+        self.project = project
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        venv_bin = str(Path(sys.executable).parent)
+        self.env = project_env(
+            project,
+            PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+            AUTOMATION_SENSOR_INTERVAL_SECONDS=str(SENSOR_INTERVAL_SECONDS),
+        )
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "DevServer":
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dbt_automation_demo.dev_server", "--port", str(self.port)],
+                cwd=self.project,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for("the code location to load", self._loaded, READY_SECONDS)
+        return self
+
+    def _loaded(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"dev server exited: {self.log.read_text()[-3000:]}")
+        try:
+            return len(self.graphql("{ assetNodes { id } }")["assetNodes"]) > 0
+        except OSError:
+            return False
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, seconds: float = 90) -> int:
+        """Signal the server as a person or a process manager would, and wait for it."""
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=seconds)
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.load(response)
+        assert "errors" not in body, body
+        return body["data"]
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines of live processes whose working directory is `folder` or below."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(proc / "cwd"))
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (cwd == folder or folder in cwd.parents):
+            found.append(cmdline)
+    return found
+
+
+RUNS = """
+{ runsOrError { ... on Runs { results {
+    runId status tags { key value } assetSelection { path }
+} } } }
+"""
+
+
+def runs(server: DevServer) -> list[dict[str, Any]]:
+    return server.graphql(RUNS)["runsOrError"]["results"]
+
+
+def launched_by_automation(run: dict[str, Any]) -> bool:
+    return {"key": "dagster/from_automation_condition", "value": "true"} in run["tags"]
+
+
+def asset_names(run: dict[str, Any]) -> set[str]:
+    return {"/".join(key["path"]) for key in run["assetSelection"] or []}
+
+
+def kill_leftovers(folder: Path) -> None:
+    """Whatever a failed test left running under `folder`: never leave a process behind."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = Path(os.readlink(proc / "cwd"))
+            except OSError:
+                continue
+            if cwd == folder or folder in cwd.parents:
+                try:
+                    os.kill(int(proc.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

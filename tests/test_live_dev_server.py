@@ -1,0 +1,196 @@
+"""The running demo as a person sees it: `nox -s dev`'s server, its API and a real browser.
+
+The tests share one server and run in order, as the README's walkthrough does. Each test talks to the server only as a user or a client would. Run just these with
+`nox -s tests -- -m live`; `SCREENSHOT_DIR=docs nox -s tests -- -m live -k browser`
+regenerates the README's screenshots.
+"""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from harness import ALL_ASSETS, TABLES, VIEWS, copy_dagster_project
+from live_server import (
+    SENSOR_INTERVAL_SECONDS,
+    DevServer,
+    asset_names,
+    kill_leftovers,
+    launched_by_automation,
+    runs,
+    wait_for,
+)
+
+pytestmark = pytest.mark.live
+
+RUN_SECONDS = 180
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ASSETS = "{ assetNodes { assetKey { path } tags { key value } automationCondition { label } } }"
+INSTIGATORS = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    name location { name }
+    sensors { name sensorState { status } }
+    schedules { name scheduleState { status } }
+} } } }
+"""
+LAUNCH = """
+mutation Launch($location: String!, $repository: String!, $asset: [String!]!) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: $location, repositoryName: $repository,
+               jobName: "__ASSET_JOB", assetSelection: [{path: $asset}]}
+    mode: "default"
+  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+}
+"""
+RELOAD = """
+mutation Reload($location: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $location) {
+    __typename ... on WorkspaceLocationEntry { loadStatus }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One dev server for the module, on a fresh instance and DuckDB file; always stopped."""
+    folder = tmp_path_factory.mktemp("live")
+    project = copy_dagster_project(folder / "project")
+    dev = DevServer(project, folder / "dev-server.log").start()
+    try:
+        yield dev
+    finally:
+        if dev.process.poll() is None:
+            dev.stop()
+        kill_leftovers(project)
+
+
+def repository(server: DevServer) -> dict:
+    (repo,) = server.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
+    return repo
+
+
+def launch(server: DevServer, asset: str) -> str:
+    repo = repository(server)
+    result = server.graphql(
+        LAUNCH, location=repo["location"]["name"], repository=repo["name"], asset=[asset]
+    )["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def finished(server: DevServer, run_id: str) -> str | None:
+    (run,) = [run for run in runs(server) if run["runId"] == run_id]
+    return run["status"] if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"} else None
+
+
+def automation_runs(server: DevServer) -> list[dict]:
+    return [run for run in runs(server) if launched_by_automation(run)]
+
+
+def new_automation_runs(server: DevServer, before: int) -> list[dict]:
+    found = automation_runs(server)  # newest first
+    return found[: len(found) - before]
+
+
+def expect_one_automation_run_of(server: DevServer, before: int, assets: set[str]) -> None:
+    """Exactly one new automation run, of exactly `assets`; it succeeds; nothing follows it."""
+    (run,) = wait_for(
+        "the automation sensor to launch a run",
+        lambda: new_automation_runs(server, before),
+        RUN_SECONDS,
+    )
+    assert asset_names(run) == assets
+    status = wait_for("the run to finish", lambda: finished(server, run["runId"]), RUN_SECONDS)
+    assert status == "SUCCESS"
+    time.sleep(3 * SENSOR_INTERVAL_SECONDS)  # three more sensor ticks: nothing else follows
+    assert [asset_names(later) for later in new_automation_runs(server, before)] == [assets]
+
+
+def test_server_shows_the_seven_assets_tagged_and_labelled_and_automation_running(server):
+    assets = {
+        "/".join(node["assetKey"]["path"]): (
+            {tag["key"]: tag["value"] for tag in node["tags"]}["dagster/materialization"],
+            node["automationCondition"]["label"],
+        )
+        for node in server.graphql(ASSETS)["assetNodes"]
+    }
+    daily = "refresh on cron '0 6 * * *' (UTC)"
+    assert assets == {
+        **dict.fromkeys(VIEWS, ("view", "refresh on SQL change or parent update")),
+        "raw_customers": ("seed", daily),
+        "raw_orders": ("seed", daily),
+        **dict.fromkeys(TABLES, ("table", daily)),
+    }
+    repo = repository(server)
+    assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
+        "analytics_automation_sensor": "RUNNING"
+    }
+    assert {s["name"]: s["scheduleState"]["status"] for s in repo["schedules"]} == {
+        "hourly_dbt_tables_job_schedule": "RUNNING"
+    }
+
+
+def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
+    before = len(automation_runs(server))
+    seed_run = launch(server, "raw_customers")
+    assert wait_for("raw_customers to finish", lambda: finished(server, seed_run), RUN_SECONDS) == (
+        "SUCCESS"
+    )
+    expect_one_automation_run_of(server, before, {"stg_customers"})
+
+
+def test_editing_a_view_and_reloading_makes_the_sensor_refresh_that_view(server):
+    before = len(automation_runs(server))
+    sql = server.project / "analytics_dbt" / "models" / "staging" / "stg_customers.sql"
+    sql.write_text(sql.read_text() + "-- edited by the live test\n")
+    location = repository(server)["location"]["name"]
+    reloaded = server.graphql(RELOAD, location=location)["reloadRepositoryLocation"]
+    assert reloaded == {"__typename": "WorkspaceLocationEntry", "loadStatus": "LOADED"}
+    expect_one_automation_run_of(server, before, {"stg_customers"})
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    skip = page.get_by_role("button", name="Skip")  # the first-visit community dialog
+    if skip.count():
+        skip.click()
+
+
+def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path):
+    shots = Path(os.environ.get("SCREENSHOT_DIR", tmp_path))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            user_data_dir=tmp_path / "chromium",  # a fresh profile
+            executable_path=CHROMIUM,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        page = browser.new_page()
+
+        open_page(page, f"{server.url}/asset-groups")
+        for name in sorted(ALL_ASSETS):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=shots / "lineage.png")
+
+        open_page(page, f"{server.url}/assets/stg_customers?view=automation")
+        page.get_by_text(re.compile(r"\d:\d\d:\d\d [AP]M")).first.click(timeout=60_000)
+        page.get_by_text("refresh on SQL change or parent update").first.wait_for(timeout=60_000)
+        page.get_by_text("triggered since last requested or updated").first.wait_for()
+        page.screenshot(path=shots / "automation.png")
+        browser.close()
+    assert (shots / "lineage.png").stat().st_size > 10_000
+    assert (shots / "automation.png").stat().st_size > 10_000
