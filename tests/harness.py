@@ -34,6 +34,16 @@ def copy_dbt_project(
     return replay.copy_dbt_project(source, destination, keep_manifest=keep_manifest)
 
 
+def ready(project_dir: Path, instance, now) -> tuple:
+    """Definitions, and a ticker that evaluated once before and once after a full real run."""
+    defs = build_defs(project_dir)
+    ticker = Ticker(defs, instance, now)
+    assert ticker.tick() == set()  # nothing exists: views wait for seeds, the rest for the cron
+    materialize(defs, instance, ALL_ASSETS)
+    assert ticker.tick() == set()  # one run built everything: nothing is left to do
+    return defs, ticker
+
+
 def sql_file(project_dir: Path, model: str) -> Path:
     return next(project_dir.glob(f"models/**/{model}.sql"))
 

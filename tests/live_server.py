@@ -1,5 +1,6 @@
 """The dev server as a person starts it (`nox -s dev`), in a copy of the project, and a client."""
 
+import contextlib
 import json
 import os
 import signal
@@ -88,20 +89,20 @@ class DevServer:
         return body["data"]
 
 
-def processes_under(folder: Path) -> list[str]:
-    """Command lines of live processes whose working directory is `folder` or below."""
-    found = []
+def processes_under(folder: Path) -> dict[int, str]:
+    """Pid -> command line of live processes whose working directory is `folder` or below."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cwd = Path(os.readlink(proc / "cwd"))
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
         if state != "Z" and (cwd == folder or folder in cwd.parents):
-            found.append(cmdline)
+            found[int(proc.name)] = cmdline
     return found
 
 
@@ -126,14 +127,6 @@ def asset_names(run: dict[str, Any]) -> set[str]:
 
 def kill_leftovers(folder: Path) -> None:
     """Whatever a failed test left running under `folder`: never leave a process behind."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cwd = Path(os.readlink(proc / "cwd"))
-            except OSError:
-                continue
-            if cwd == folder or folder in cwd.parents:
-                try:
-                    os.kill(int(proc.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+    for pid in processes_under(folder):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

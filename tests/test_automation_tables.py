@@ -9,13 +9,12 @@ from harness import (
     SEEDS,
     TABLES,
     VIEWS,
-    Ticker,
-    build_defs,
     copy_dbt_project,
     edit_sql,
     end_run,
     materialize,
     parse,
+    ready,
     reload_defs,
     start_run,
 )
@@ -23,20 +22,11 @@ from harness import (
 HOUR = timedelta(hours=1)
 
 
-def materialized(defs, instance, now):
-    """Definitions with every asset materialized, and a ticker past its first evaluation."""
-    defs = build_defs(defs)
-    materialize(defs, instance, ALL_ASSETS)
-    ticker = Ticker(defs, instance, now)
-    assert ticker.tick() == set()
-    return defs, ticker
-
-
 def test_nothing_before_the_daily_tick_then_everything_once(
     dbt_project, instance, before_daily_tick
 ):
-    _, ticker = materialized(dbt_project, instance, before_daily_tick)
-    assert ticker.tick(after=HOUR - timedelta(minutes=2)) == set()  # 05:59
+    _, ticker = ready(dbt_project, instance, before_daily_tick)
+    assert ticker.tick_at(before_daily_tick.replace(minute=59)) == set()
     # Seeds and tables are due; the views between them follow their seeds in the same tick.
     assert ticker.tick() == SEEDS | VIEWS | TABLES  # 06:00
     assert ticker.tick() == set()
@@ -45,8 +35,8 @@ def test_nothing_before_the_daily_tick_then_everything_once(
 def test_each_table_refreshes_once_a_day_whatever_happens_upstream(
     dbt_project, instance, before_daily_tick
 ):
-    defs, ticker = materialized(dbt_project, instance, before_daily_tick)
-    assert ticker.tick(after=HOUR) == ALL_ASSETS  # 06:00
+    defs, ticker = ready(dbt_project, instance, before_daily_tick)
+    assert ticker.tick(after=HOUR) == ALL_ASSETS  # 06:02
     materialize(defs, instance, ALL_ASSETS)
     assert ticker.tick() == set()
 
@@ -61,7 +51,7 @@ def test_each_table_refreshes_once_a_day_whatever_happens_upstream(
 def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
     dbt_project, instance, before_daily_tick
 ):
-    defs, ticker = materialized(dbt_project, instance, before_daily_tick)
+    defs, ticker = ready(dbt_project, instance, before_daily_tick)
     requested = ticker.tick(after=HOUR)
     assert {"customer_orders", "customer_segments"} <= requested == ALL_ASSETS
 
@@ -75,7 +65,7 @@ def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
 def test_table_waits_for_an_upstream_table_still_running_at_the_tick(
     dbt_project, instance, before_daily_tick
 ):
-    defs, ticker = materialized(dbt_project, instance, before_daily_tick)
+    defs, ticker = ready(dbt_project, instance, before_daily_tick)
     running = start_run(defs, instance, ["customer_orders"])
     # customer_orders' own run counts for today; customer_segments waits for it.
     assert ticker.tick(after=HOUR) == ALL_ASSETS - {"customer_orders", "customer_segments"}
@@ -90,7 +80,7 @@ def test_table_waits_for_an_upstream_table_still_running_at_the_tick(
 def test_table_running_at_the_tick_is_not_requested_again_that_day(
     dbt_project, instance, before_daily_tick
 ):
-    defs, ticker = materialized(dbt_project, instance, before_daily_tick)
+    defs, ticker = ready(dbt_project, instance, before_daily_tick)
     running = start_run(defs, instance, ["order_summary"])
     assert ticker.tick(after=HOUR) == ALL_ASSETS - {"order_summary"}
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
@@ -121,7 +111,7 @@ def test_table_below_a_dbt_source_still_refreshes_daily(
     with duckdb.connect(str(duckdb_file)) as con:
         con.execute("create table external_refunds as select 1 as refund_id")
 
-    _, ticker = materialized(project, instance, before_daily_tick)
+    _, ticker = ready(project, instance, before_daily_tick)
     assert "refund_totals" in ticker.tick(after=HOUR)
     assert ticker.tick() == set()
 
@@ -129,7 +119,7 @@ def test_table_below_a_dbt_source_still_refreshes_daily(
 def test_failed_table_run_is_not_retried_before_the_next_daily_tick(
     dbt_project, instance, before_daily_tick
 ):
-    _, ticker = materialized(dbt_project, instance, before_daily_tick)
+    _, ticker = ready(dbt_project, instance, before_daily_tick)
     edit_sql(dbt_project, "order_summary", "select no_such_column from {{ ref('stg_orders') }}\n")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick(after=HOUR) == ALL_ASSETS

@@ -3,28 +3,16 @@
 from datetime import timedelta
 
 from harness import (
-    ALL_ASSETS,
-    Ticker,
     add_comment,
-    build_defs,
     edit_sql,
     end_run,
     materialize,
+    ready,
     reload_defs,
     start_run,
 )
 
 A_MINUTE = timedelta(minutes=1)
-
-
-def ready(dbt_project, instance, now):
-    """Definitions, every asset materialized, and a ticker past its first evaluation."""
-    defs = build_defs(dbt_project)
-    ticker = Ticker(defs, instance, now)
-    assert ticker.tick() == set()
-    materialize(defs, instance, ALL_ASSETS)
-    assert ticker.tick() == set()
-    return defs, ticker
 
 
 def test_seed_update_requests_its_views_once_and_no_table(dbt_project, instance, after_daily_tick):

@@ -11,6 +11,7 @@ import tomllib
 import json5
 import nox
 import pytest
+import yaml
 
 from harness import REPO_ROOT
 
@@ -135,3 +136,18 @@ def test_dev_shell_has_the_tools_and_the_project_defaults(system):
         "uv sync --frozen --group dev",
         "source .venv/bin/activate",
     ]
+
+
+def test_pre_commit_hooks_use_the_locked_versions_of_locked_tools():
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    locked = {package["name"]: package.get("version") for package in lock["package"]}
+    hooks = yaml.safe_load((REPO_ROOT / ".pre-commit-config.yaml").read_text())
+    pinned = {
+        name: version
+        for repo in hooks["repos"]
+        for hook in repo["hooks"]
+        for name, version in (dep.split("==") for dep in hook.get("additional_dependencies", []))
+    }
+    shared = {name for name in pinned if name in locked}
+    assert shared >= {"ruff", "dbt-core", "dbt-duckdb", "check-jsonschema", "json5"}
+    assert {name: pinned[name] for name in shared} == {name: locked[name] for name in shared}

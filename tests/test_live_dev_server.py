@@ -1,7 +1,8 @@
 """The running demo as a person sees it: `nox -s dev`'s server, its API and a real browser.
 
-The tests share one server and run in order, as the README's walkthrough does. Each test talks to the server only as a user or a client would. Run just these with
-`nox -s tests -- -m live`; `SCREENSHOT_DIR=docs nox -s tests -- -m live -k browser`
+The tests share one server and run in order, as the README's walkthrough does. Each test
+talks to the server only as a user or a client would. Run just these with
+`nox -s tests -- -m live`; `SCREENSHOT_DIR=$PWD/docs nox -s tests -- -m live -k browser`
 regenerates the README's screenshots.
 """
 

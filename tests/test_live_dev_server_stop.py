@@ -17,6 +17,6 @@ def test_stopping_the_server_leaves_no_dagster_process(tmp_path, sig):
     try:
         assert len(processes_under(project)) >= 3  # launcher, dg dev, webserver, daemon, ...
         dev.stop(sig)
-        assert processes_under(project) == []
+        assert processes_under(project) == {}
     finally:
         kill_leftovers(project)

@@ -97,8 +97,8 @@ def test_a_view_alone_builds_before_the_model_its_relationship_test_reads(
     assert materialize(shipped_defs, instance, ["raw_customers"]).success
     result = materialize(shipped_defs, instance, ["stg_customers"])
     assert result.success
-    ran = {evaluation.asset_check_key.asset_key for evaluation in result.get_asset_check_evaluations()}
-    assert names(ran) == {"stg_customers"}
+    checked = {check.asset_check_key.asset_key for check in result.get_asset_check_evaluations()}
+    assert names(checked) == {"stg_customers"}
 
 
 def test_dbt_data_tests_run_as_asset_checks_and_pass(shipped_defs, instance, duckdb_file):
