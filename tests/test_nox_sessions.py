@@ -1,0 +1,62 @@
+"""The README's other sessions: `nox -s reset` and `nox -s demo` do what the README says."""
+
+import shutil
+import subprocess
+import sys
+
+from harness import REPO_ROOT
+
+
+def test_reset_removes_the_duckdb_file_and_the_instance_and_nothing_else(tmp_path):
+    for kept in ("noxfile.py", ".python-version", "dagster_home/dagster.yaml",
+                 "dagster_home/.gitignore", "analytics_dbt/data/.gitignore"):  # fmt: skip
+        (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / kept, tmp_path / kept)
+    generated = [
+        "analytics_dbt/data/analytics.duckdb",
+        "dagster_home/history/runs.db",
+        "dagster_home/storage/run/compute_logs.txt",
+        "dagster_home/schedules/s.db",
+    ]
+    for path in generated:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("state")
+    (tmp_path / "analytics_dbt" / "data" / "notes.txt").write_text("mine")
+
+    subprocess.run(["nox", "-s", "reset"], cwd=tmp_path, check=True, capture_output=True)
+
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert left == [".python-version", "analytics_dbt/data/.gitignore",
+                    "analytics_dbt/data/notes.txt", "dagster_home/.gitignore",
+                    "dagster_home/dagster.yaml", "noxfile.py"]  # fmt: skip
+
+
+def test_demo_prints_the_timeline_of_the_three_walkthroughs():
+    demo = subprocess.run(
+        [sys.executable, "-m", "dbt_automation_demo.demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    everything = ("customer_orders, customer_segments, order_summary, raw_customers, raw_orders, "
+                  "stg_customers, stg_orders")  # fmt: skip
+    ticks = [line.split("tick   requested: ")[1] for line in demo.stdout.splitlines()
+             if "tick   requested: " in line]  # fmt: skip
+    assert ticks == [
+        "nothing",  # 05:00, a fresh instance
+        everything,  # 06:00, the daily tick
+        "nothing",
+        "stg_customers",  # a seed was materialized
+        "nothing",
+        "stg_customers",  # its SQL was edited
+        "nothing",
+        "nothing",  # a cron every 15 minutes, before its tick
+        everything,
+        "nothing",
+        everything.replace(" order_summary,", ""),  # order_summary still running
+        "nothing",
+        "nothing",
+        "nothing",
+        everything,
+    ]
+    assert "FAILED" not in demo.stdout
