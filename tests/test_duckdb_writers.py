@@ -8,14 +8,19 @@ import duckdb
 from harness import copy_dagster_project, project_env
 
 
-def test_three_simultaneous_launches_all_succeed_one_after_another(tmp_path):
+def test_three_simultaneous_materializations_all_succeed_one_after_another(tmp_path):
     project = copy_dagster_project(tmp_path / "project")
     env = project_env(project)
     subprocess.run(["dg", "utils", "refresh-defs-state"], cwd=project, env=env, check=True)
 
+    # `dagster asset materialize` loads the stored state; three `dg launch` would each refresh
+    # it (dbt parse and a copy into .local_defs_state) at the same moment and race on it.
+    materialize_all = [
+        "dagster", "asset", "materialize", "--select", "*", "-m", "dbt_automation_demo.definitions"
+    ]  # fmt: skip
     launches = [
         subprocess.Popen(
-            ["dg", "launch", "--assets", "*"],
+            materialize_all,
             cwd=project,
             env=env,
             stdout=subprocess.PIPE,
