@@ -33,7 +33,10 @@ def test_reset_removes_the_duckdb_file_and_the_instance_and_nothing_else(tmp_pat
 
 def test_demo_prints_the_timeline_of_the_three_walkthroughs():
     demo = subprocess.run(
-        [sys.executable, "-m", "dbt_automation_demo.demo"], capture_output=True, text=True
+        [sys.executable, "-m", "dbt_automation_demo.demo"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr[-5000:]
     everything = ("customer_orders, customer_segments, order_summary, raw_customers, raw_orders, "

@@ -39,6 +39,7 @@ def parse(project_dir: Path) -> None:
     """`dbt parse`, as `nox -s manifest` does: writes target/manifest.json."""
     parsed = subprocess.run(
         ["dbt", "parse", "--project-dir", project_dir, "--profiles-dir", project_dir],
+        cwd=project_dir,  # dbt reads the working directory even when given --project-dir
         capture_output=True,
         text=True,
     )
