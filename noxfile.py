@@ -36,6 +36,9 @@ def install_locked(session: nox.Session) -> None:
         "--frozen",
         "--group",
         "dev",
+        # Compiled once here: every dg, dbt and test process would otherwise recompile dagster
+        # and dbt from source where bytecode is not written (PYTHONDONTWRITEBYTECODE, read-only).
+        "--compile-bytecode",
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location, **PROJECT_ENV},
         external=True,
     )
@@ -80,6 +83,18 @@ def dev(session: nox.Session) -> None:
     session.run("python", "-m", "dbt_automation_demo.dev_server", *session.posargs)
 
 
+@nox.session(name="dev-postgres", python=PYTHON, default=False)
+def dev_postgres(session: nox.Session) -> None:
+    """The dev server on PostgreSQL storage (deploy/dagster.yaml): set DAGSTER_PG_URL first."""
+    install_locked(session)
+    home = DAGSTER_HOME / "postgres"  # gitignored, like the rest of dagster_home's state
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    session.env["DAGSTER_HOME"] = str(home)
+    DUCKDB_PATH.parent.mkdir(parents=True, exist_ok=True)
+    session.run("python", "-m", "dbt_automation_demo.dev_server", *session.posargs)
+
+
 @nox.session(python=False, default=False)
 def reset(session: nox.Session) -> None:
     """Start over: delete the DuckDB file and the local instance, keep dagster.yaml."""
@@ -92,6 +107,13 @@ def reset(session: nox.Session) -> None:
             continue
         session.log(f"removing {entry.relative_to(ROOT)}")
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark against the stock alternatives (100-5,000 models); `-- --quick`, `-- --json F`."""
+    install_locked(session)
+    session.run("python", "-m", "bench", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

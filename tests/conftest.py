@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -6,7 +7,8 @@ import dagster as dg
 import pytest
 from filelock import FileLock
 
-from harness import REPO_ROOT, copy_dbt_project, parse
+from harness import DEPLOY_INSTANCE_CONFIG, REPO_ROOT, STORAGES, copy_dbt_project, parse
+from postgres_server import PostgresServer
 
 # A fixed simulated date, later than any real materialization the tests record.
 SIMULATED_DAY = datetime(2031, 3, 4, tzinfo=UTC)
@@ -36,12 +38,50 @@ def dbt_project(tmp_path: Path, duckdb_file: Path, parsed_dbt_project: Path) -> 
     )
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_storages` that use an instance run once per instance storage."""
+    if metafunc.definition.get_closest_marker("both_storages") and (
+        "instance" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("storage", STORAGES, indirect=True)
+
+
 @pytest.fixture
-def instance(tmp_path: Path):
-    """A real Dagster instance on a temporary DAGSTER_HOME."""
+def storage(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of this test worker's own, on loopback."""
+    server = PostgresServer().init()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the test PostgreSQL server, as DAGSTER_PG_URL gives it."""
+    database = postgres_server.create_database()
+    yield postgres_server.url(database)
+    postgres_server.drop_database(database)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, storage: str, request: pytest.FixtureRequest):
+    """A real Dagster instance on a temporary DAGSTER_HOME: SQLite as `nox -s dev` uses, or
+    PostgreSQL through the shipped deploy/dagster.yaml, as a deployment uses."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    if storage == "sqlite":
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            yield instance
+        return
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("DAGSTER_PG_URL", request.getfixturevalue("postgres_url"))
+    shutil.copy(DEPLOY_INSTANCE_CONFIG, home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance
 
 

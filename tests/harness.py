@@ -20,6 +20,9 @@ from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DBT_PROJECT = REPO_ROOT / "analytics_dbt"
+DEPLOY_INSTANCE_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
+# Instance storages the tests run on: SQLite (`nox -s dev`) and PostgreSQL (deploy/dagster.yaml).
+STORAGES = ("sqlite", "postgres")
 
 SEEDS = {"raw_customers", "raw_orders"}
 VIEWS = {"stg_customers", "stg_orders"}

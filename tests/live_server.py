@@ -39,7 +39,7 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float, every: float =
 class DevServer:
     """`python -m dbt_automation_demo.dev_server --port N` in `project`, talked to over HTTP."""
 
-    def __init__(self, project: Path, log: Path):
+    def __init__(self, project: Path, log: Path, **extra_env: str):
         self.project = project
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,6 +48,7 @@ class DevServer:
             project,
             PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
             AUTOMATION_SENSOR_INTERVAL_SECONDS=str(SENSOR_INTERVAL_SECONDS),
+            **extra_env,
         )
         self.log = log
         self.process: subprocess.Popen | None = None

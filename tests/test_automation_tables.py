@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import duckdb
+import pytest
 
 from harness import (
     ALL_ASSETS,
@@ -18,6 +19,9 @@ from harness import (
     reload_defs,
     start_run,
 )
+
+# Every test that uses an instance runs on SQLite and on PostgreSQL (conftest).
+pytestmark = pytest.mark.both_storages
 
 HOUR = timedelta(hours=1)
 

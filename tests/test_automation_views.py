@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+import pytest
+
 from harness import (
     add_comment,
     edit_sql,
@@ -11,6 +13,9 @@ from harness import (
     reload_defs,
     start_run,
 )
+
+# Every test that uses an instance runs on SQLite and on PostgreSQL (conftest).
+pytestmark = pytest.mark.both_storages
 
 A_MINUTE = timedelta(minutes=1)
 

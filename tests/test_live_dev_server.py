@@ -8,13 +8,21 @@ regenerates the README's screenshots.
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from harness import ALL_ASSETS, TABLES, VIEWS, copy_dagster_project
+from harness import (
+    ALL_ASSETS,
+    DEPLOY_INSTANCE_CONFIG,
+    STORAGES,
+    TABLES,
+    VIEWS,
+    copy_dagster_project,
+)
 from live_server import (
     SENSOR_INTERVAL_SECONDS,
     DevServer,
@@ -26,6 +34,8 @@ from live_server import (
 )
 
 pytestmark = pytest.mark.live
+# The first two steps run on both instance storages; the rest do not depend on storage.
+SQLITE_ONLY = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 RUN_SECONDS = 180
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -64,18 +74,30 @@ mutation Reload($location: String!) {
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One dev server for the module, on a fresh instance and DuckDB file; always stopped."""
-    folder = tmp_path_factory.mktemp("live")
+@pytest.fixture(scope="module", params=STORAGES)
+def server(request, tmp_path_factory):
+    """One dev server per instance storage, on a fresh instance and DuckDB file; always stopped.
+
+    On PostgreSQL the instance is configured by the shipped deploy/dagster.yaml, as
+    `nox -s dev-postgres` configures it.
+    """
+    folder = tmp_path_factory.mktemp(f"live-{request.param}")
     project = copy_dagster_project(folder / "project")
-    dev = DevServer(project, folder / "dev-server.log").start()
+    extra_env, database = {}, None
+    if request.param == "postgres":
+        postgres = request.getfixturevalue("postgres_server")
+        database = postgres.create_database()
+        shutil.copy(DEPLOY_INSTANCE_CONFIG, project / "dagster_home" / "dagster.yaml")
+        extra_env["DAGSTER_PG_URL"] = postgres.url(database)
+    dev = DevServer(project, folder / "dev-server.log", **extra_env).start()
     try:
         yield dev
     finally:
         if dev.process.poll() is None:
             dev.stop()
         kill_leftovers(project)
+        if database:
+            postgres.drop_database(database)
 
 
 def repository(server: DevServer) -> dict:
@@ -153,6 +175,7 @@ def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
     expect_one_automation_run_of(server, before, {"stg_customers"})
 
 
+@SQLITE_ONLY
 def test_editing_a_view_and_reloading_makes_the_sensor_refresh_that_view(server):
     before = len(automation_runs(server))
     sql = server.project / "analytics_dbt" / "models" / "staging" / "stg_customers.sql"
@@ -171,6 +194,7 @@ def open_page(page: Page, url: str) -> None:
         skip.click()
 
 
+@SQLITE_ONLY
 def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path):
     shots = Path(os.environ.get("SCREENSHOT_DIR", tmp_path))
     with sync_playwright() as playwright:

@@ -16,6 +16,9 @@ from harness import (
     start_run,
 )
 
+# Every test that uses an instance runs on SQLite and on PostgreSQL (conftest).
+pytestmark = pytest.mark.both_storages
+
 JOB = "hourly_dbt_tables_job"
 SCHEDULE = f"{JOB}_schedule"
 PREFIX = "Hourly dbt tables schedule"

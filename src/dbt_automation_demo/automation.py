@@ -21,12 +21,10 @@ DEFAULT_DAILY_CRON = "0 6 * * *"
 DEFAULT_TIMEZONE = "UTC"
 
 
-def _view_triggers() -> dg.AutomationCondition:
+def _changed() -> dg.AutomationCondition:
     # any_deps_updated() is about the parents (newly_updated() would be about the view itself),
     # and ignores a parent update made by a run that also built this view.
-    return (AC.code_version_changed() | AC.any_deps_updated() | AC.newly_missing()).with_label(
-        "SQL changed, a parent updated, or newly missing"
-    )
+    return AC.code_version_changed() | AC.any_deps_updated()
 
 
 def _safe_to_run() -> dg.AutomationCondition:
@@ -53,16 +51,20 @@ def refresh_on_change() -> dg.AutomationCondition:
       meanwhile waits and is requested once they finish, so nothing is lost;
     - a failed run is not retried: only a new trigger requests the view again.
     """
-    triggers = _view_triggers()
+    triggers = (_changed() | AC.newly_missing()).with_label(
+        "SQL changed, a parent updated, or newly missing"
+    )
     pending = triggers.since(AC.newly_requested() | AC.newly_updated()).with_label(
         "triggered since last requested or updated"
     )
     # The view's own run finishing would clear `pending`, even for a trigger that arrived while
     # that run was already past reading it; remember such triggers until the next request.
+    # (`since` evaluates its trigger on every view on every tick: newly_missing, which cannot
+    # arrive while the view runs, is left out to keep that cheap.)
     arrived_while_running = (
-        (triggers & AC.in_progress())
+        (_changed() & AC.in_progress())
         .since(AC.newly_requested())
-        .with_label("triggered while it was running")
+        .with_label("SQL changed or a parent updated while it was running")
     )
     return ((pending | arrived_while_running) & _safe_to_run()).with_label(
         "refresh on SQL change or parent update"
@@ -86,7 +88,10 @@ def refresh_daily(
     - a failed run is not retried before the next tick.
     """
     tick = AC.cron_tick_passed(cron, timezone)
-    due = tick.since(AC.newly_requested() | AC.in_progress()).with_label(
+    # `since` evaluates its reset on every asset on every tick; asking the run storage whether
+    # the asset is in progress only on the tick itself keeps a steady-state tick cheap.
+    running_at_tick = (tick & AC.in_progress()).with_label("already running at the tick")
+    due = tick.since(AC.newly_requested() | running_at_tick).with_label(
         f"'{cron}' ({timezone}) tick passed since last requested"
     )
     return (due & _safe_to_run()).with_label(f"refresh on cron '{cron}' ({timezone})")

@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dbt_automation_demo.instance_storage import postgres_storage_problem
+
 DEFAULT_ARGS = ("--host", "127.0.0.1", "--port", "3000")
 GRACE_SECONDS = 20
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -71,6 +73,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    problem = postgres_storage_problem(Path(os.environ.get("DAGSTER_HOME", ".")))
+    if problem:
+        print(f"not starting the dev server: {problem}", file=sys.stderr, flush=True)
+        return 2
     command = dg_dev_command(sys.argv[1:] if argv is None else argv)
     print(f"starting: {' '.join(command)}", flush=True)
     process = subprocess.Popen(command, start_new_session=True)

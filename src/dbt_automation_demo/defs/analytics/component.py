@@ -22,6 +22,7 @@ from dbt_automation_demo.automation import (
 MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = "data/analytics.duckdb"
+MOTHERDUCK_PREFIX = "md:"
 ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
 
 
@@ -139,6 +140,17 @@ class CustomDbtComponent(DbtProjectComponent):
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
     ) -> dg.AssetSpec:
+        # dagster-dbt asks for a node's spec again for each child that depends on it (to learn
+        # its key); memoize, as its own translator does, or a wide project pays many times over.
+        memo = self.__dict__.setdefault("_spec_memo", {})
+        memo_id = (id(manifest), unique_id, id(project))
+        if memo_id not in memo:
+            memo[memo_id] = self._tagged_and_automated_spec(manifest, unique_id, project)
+        return memo[memo_id]
+
+    def _tagged_and_automated_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = self.get_resource_props(manifest, unique_id)
         if node["resource_type"] not in ASSET_RESOURCE_TYPES:
@@ -174,16 +186,26 @@ class CustomDbtComponent(DbtProjectComponent):
         return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=[sensor]))
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
-        duckdb_path(Path(dbt.project_dir)).parent.mkdir(parents=True, exist_ok=True)
+        warehouse_file = duckdb_path(Path(dbt.project_dir))
+        if warehouse_file is not None:
+            warehouse_file.parent.mkdir(parents=True, exist_ok=True)
+        # dbt's in-process set-up (dagster-dbt uses it to read row counts) changes the process's
+        # working directory to the dbt project; a long-lived process must get its own back.
+        working_directory = os.getcwd()
         try:
             yield from super().execute(context, dbt)
         finally:
             release_duckdb_file()
+            os.chdir(working_directory)
 
 
-def duckdb_path(project_dir: Path) -> Path:
-    """The DuckDB file dbt writes, as profiles.yml resolves it (relative to the dbt project)."""
-    return project_dir / os.environ.get(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH)
+def duckdb_path(project_dir: Path) -> Path | None:
+    """The DuckDB file dbt writes, as profiles.yml resolves it (relative to the dbt project);
+    None for a MotherDuck database (`md:...`), which is not a file."""
+    configured = os.environ.get(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH)
+    if configured.startswith(MOTHERDUCK_PREFIX):
+        return None
+    return project_dir / configured
 
 
 def release_duckdb_file() -> None:

@@ -1,0 +1,177 @@
+"""`nox -s bench [-- --quick] [--json PATH]`: the measurements, a table, and optionally JSON.
+
+Exits non-zero when a measurement fails or a figure is missing; a missed target is reported,
+not failed (the figures are for reading, on whatever machine this runs).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from bench.measure import (
+    Comparison,
+    automation_tick,
+    definitions_build,
+    dev_loop,
+    orchestration,
+)
+from bench.synthetic import generate_project
+from dbt_automation_demo.replay import parse
+
+FULL_SIZES = (100, 1000, 5000)
+QUICK_SIZES = (100, 1000)
+PER_SIZE_MEASURES = ("definitions build", "automation tick", "dev loop after an SQL edit")
+TARGETS = {
+    "definitions build": 1.05,
+    "automation tick": 0.8,
+    "dev loop after an SQL edit": 2.0,
+    "materialize the demo (7 assets, 26 tests)": 1.3,
+}
+VERSIONED_PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    started = time.perf_counter()
+    figures: list[Comparison] = []
+    with tempfile.TemporaryDirectory(prefix="bench-projects-") as scratch:
+        for models in sizes:
+            project_dir = Path(scratch) / f"synthetic_{models}"
+            generate_project(project_dir, models, seed=args.seed)
+            parse_seconds = _timed_parse(project_dir)
+            _progress(f"{models} models: generated and parsed ({parse_seconds:.1f} s)")
+            for measure in (definitions_build, automation_tick, dev_loop):
+                figures.append(measure(project_dir, models, args.repeat))
+                _progress(_row(figures[-1]))
+            figures[-1].details["full_dbt_parse_seconds"] = parse_seconds
+    figures.append(orchestration(args.repeat))
+    _progress(_row(figures[-1]))
+
+    report = _report(figures, sizes, args, time.perf_counter() - started)
+    print(_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    missing = _missing_figures(report, sizes)
+    if missing:
+        print(f"missing figures: {missing}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the 100 and 1,000 sizes only")
+    parser.add_argument("--sizes", type=int, nargs="+", help="model counts (overrides --quick)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per side (median)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated projects")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    return parser
+
+
+def _timed_parse(project_dir: Path) -> float:
+    started = time.perf_counter()
+    parse(project_dir)
+    return time.perf_counter() - started
+
+
+def _report(figures: list[Comparison], sizes, args, seconds: float) -> dict:
+    ticks = {f.models: f for f in figures if f.measure == "automation tick"}
+    growth = None
+    if 1000 in ticks and max(sizes) > 1000:
+        largest = ticks[max(sizes)].details["ours_seconds_per_1000_assets"]
+        growth = largest / ticks[1000].details["ours_seconds_per_1000_assets"]
+    return {
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": _processor(),
+            "python": platform.python_version(),
+        },
+        "versions": {name: version(name) for name in VERSIONED_PACKAGES},
+        "settings": {"sizes": list(sizes), "repeat": args.repeat, "seed": args.seed},
+        "targets": TARGETS,
+        "figures": [{**figure.as_dict(), "target": TARGETS[figure.measure]} for figure in figures],
+        "tick_cost_per_asset_growth_from_1000": growth,
+        "total_seconds": seconds,
+    }
+
+
+def _processor() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _missing_figures(report: dict, sizes) -> list[str]:
+    present = {(f["measure"], f["models"]) for f in report["figures"]}
+    expected = {(measure, models) for measure in PER_SIZE_MEASURES for models in sizes}
+    expected.add(("materialize the demo (7 assets, 26 tests)", None))
+    missing = [f"{measure} @ {models}" for measure, models in sorted(expected - present, key=str)]
+    missing += [
+        f"{f['measure']} @ {f['models']}: {key}"
+        for f in report["figures"]
+        for key in ("ours_seconds", "stock_seconds", "ratio")
+        if not (isinstance(f[key], float) and f[key] > 0)
+    ]
+    return missing
+
+
+def _row(figure: Comparison) -> str:
+    models = "demo" if figure.models is None else f"{figure.models:,}"
+    target = TARGETS[figure.measure]
+    verdict = "met" if figure.ratio <= target else "MISSED"
+    return (
+        f"| {figure.measure} | {models} | {figure.ours}: {figure.ours_seconds:.2f} s "
+        f"| {figure.stock}: {figure.stock_seconds:.2f} s | {figure.ratio:.2f} "
+        f"| ≤ {target} ({verdict}) |"
+    )
+
+
+def _table(report: dict) -> str:
+    header = [
+        "| measure | models | ours (median) | stock (median) | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [_row(Comparison(**_fields(f))) for f in report["figures"]]
+    ticks = [f for f in report["figures"] if f["measure"] == "automation tick"]
+    notes = [
+        f"automation tick per 1,000 assets at {f['models']:,} models: ours "
+        f"{f['details']['ours_seconds_per_1000_assets']:.2f} s, eager() "
+        f"{f['details']['stock_seconds_per_1000_assets']:.2f} s"
+        for f in ticks
+    ]
+    if report["tick_cost_per_asset_growth_from_1000"] is not None:
+        notes.append(
+            "growth of our per-asset tick cost from 1,000 models to the largest size: "
+            f"{report['tick_cost_per_asset_growth_from_1000']:.2f}x"
+        )
+    machine = report["machine"]
+    notes.append(
+        f"{machine['cores']} cores, {machine['processor']}, Python {machine['python']}; "
+        + ", ".join(f"{name} {v}" for name, v in report["versions"].items())
+        + f"; {report['settings']['repeat']} repetitions per side; "
+        f"{report['total_seconds'] / 60:.1f} min in all"
+    )
+    return "\n".join([*header, *rows, "", *notes])
+
+
+def _fields(figure: dict) -> dict:
+    return {key: value for key, value in figure.items() if key not in {"ratio", "target"}}
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

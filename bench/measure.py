@@ -1,0 +1,327 @@
+"""The four side-by-side measurements of `nox -s bench`: ours against the stock alternative.
+
+Each returns a `Comparison`: the median seconds of both sides over the same repetitions,
+taken alternately (ours, stock, ours, stock, ...) so that drift on a noisy machine hits both.
+"""
+
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from dagster.components.testing.utils import component_defs
+from dagster_dbt import DbtProject, DbtProjectComponent
+
+from dbt_automation_demo.defs.analytics.component import CustomDbtComponent, release_duckdb_file
+from dbt_automation_demo.replay import copy_dbt_project, parse
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DBT_PROJECT = REPO_ROOT / "analytics_dbt"
+DEMO_DEFS_YAML = REPO_ROOT / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+# Mid-morning of a fixed day: the ticks measured never cross the daily 06:00 cron tick.
+FIRST_TICK = datetime(2031, 3, 4, 9, 0, tzinfo=UTC)
+WARM_UP_TICKS = 2
+# The run's events still go to the instance; only the console copy (not in `dbt build`) is cut.
+SIDES = ("dagster", "dbt-cli")
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+@dataclass
+class Comparison:
+    """One figure: our side against the stock side, both in median seconds."""
+
+    measure: str
+    models: int | None
+    ours: str
+    stock: str
+    ours_seconds: float
+    stock_seconds: float
+    samples: int
+    details: dict[str, float | int] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_seconds / self.stock_seconds
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def alternate(ours: Callable[[], float], stock: Callable[[], float], repeat: int) -> tuple:
+    """Run both sides `repeat` times, alternately; each call returns the seconds it measured."""
+    ours_times, stock_times = [], []
+    for _ in range(repeat):
+        ours_times.append(ours())
+        stock_times.append(stock())
+    return statistics.median(ours_times), statistics.median(stock_times)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+# --- definitions build ------------------------------------------------------------------------
+
+
+def definitions_build(project_dir: Path, models: int, repeat: int) -> Comparison:
+    """Our component against the stock `DbtProjectComponent`, on one already-read manifest."""
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+
+    def build(component_cls: type[DbtProjectComponent]) -> float:
+        return timed(
+            lambda: component_defs(component=component_cls(project=project)).resolve_asset_graph()
+        )
+
+    build(DbtProjectComponent)  # reads and caches the manifest, so neither side pays for JSON
+    ours, stock = alternate(
+        lambda: build(CustomDbtComponent), lambda: build(DbtProjectComponent), repeat
+    )
+    return Comparison(
+        "definitions build",
+        models,
+        "CustomDbtComponent",
+        "DbtProjectComponent",
+        ours,
+        stock,
+        repeat,
+    )
+
+
+# --- automation tick --------------------------------------------------------------------------
+
+
+class EagerDbtComponent(DbtProjectComponent):
+    """The stock component with Dagster's `eager()` on every asset: the usual starting point."""
+
+    def get_asset_spec(self, manifest, unique_id, project) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        return spec.replace_attributes(automation_condition=dg.AutomationCondition.eager())
+
+
+def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
+    """Steady-state sensor ticks: our policies against `eager()` on every asset of one graph.
+
+    Both start from the same instance in which every asset has been materialized once; before
+    each tick the same few seeds are reported materialized, as new data landing would be.
+    """
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    ours_defs = component_defs(component=CustomDbtComponent(project=project))
+    eager_defs = component_defs(component=EagerDbtComponent(project=project))
+    graph = ours_defs.resolve_asset_graph()
+    assets = sorted(graph.materializable_asset_keys)
+    seeds = [key for key in assets if key.path[-1].startswith("seed_")]
+    activity = [
+        random.Random(tick).sample(seeds, k=max(1, len(seeds) // 20))
+        for tick in range(WARM_UP_TICKS + repeat)
+    ]
+
+    with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
+        template = Path(scratch) / "template"
+        with _instance(template) as instance:
+            for key in assets:
+                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        ours = _TickSeries(ours_defs, template, Path(scratch) / "ours", activity)
+        eager = _TickSeries(eager_defs, template, Path(scratch) / "eager", activity)
+        with ours, eager:
+            for _ in range(WARM_UP_TICKS):
+                ours.tick(), eager.tick()
+            ours_seconds, eager_seconds = alternate(ours.tick, eager.tick, repeat)
+
+    per_thousand = 1000 / len(assets)
+    return Comparison(
+        "automation tick",
+        models,
+        "project policies",
+        "eager() on every asset",
+        ours_seconds,
+        eager_seconds,
+        repeat,
+        details={
+            "assets": len(assets),
+            "ours_seconds_per_1000_assets": ours_seconds * per_thousand,
+            "stock_seconds_per_1000_assets": eager_seconds * per_thousand,
+            "seeds_updated_per_tick": len(activity[0]),
+            "ours_requested_median": statistics.median(ours.requested[WARM_UP_TICKS:]),
+            "stock_requested_median": statistics.median(eager.requested[WARM_UP_TICKS:]),
+        },
+    )
+
+
+class _TickSeries:
+    """The automation sensor's evaluations on a copy of the template instance."""
+
+    def __init__(self, defs: dg.Definitions, template: Path, home: Path, activity: list):
+        shutil.copytree(template, home)
+        self.defs, self.home, self.activity = defs, home, activity
+        self.now, self.cursor, self.requested = FIRST_TICK, None, []
+
+    def __enter__(self) -> "_TickSeries":
+        self._instance_cm = _instance(self.home)
+        self.instance = self._instance_cm.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._instance_cm.__exit__(*exc_info)
+
+    def tick(self) -> float:
+        for key in self.activity[len(self.requested)]:
+            self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        self.now += timedelta(minutes=1)
+        started = time.perf_counter()
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
+        )
+        elapsed = time.perf_counter() - started
+        self.cursor = result.cursor
+        self.requested.append(result.total_requested)
+        return elapsed
+
+
+@contextmanager
+def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+# --- the dev loop -----------------------------------------------------------------------------
+
+
+def dev_loop(dbt_project: Path, models: int, repeat: int) -> Comparison:
+    """`dg check defs` after an SQL edit, against `dbt parse` alone after the same kind of edit."""
+    with tempfile.TemporaryDirectory(prefix="bench-dg-project-") as scratch:
+        project = _dagster_project_with(Path(scratch), dbt_project)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(project / "src"),
+            "DAGSTER_HOME": str(project / "dagster_home"),
+            "DBT_DUCKDB_PATH": str(project / "warehouse.duckdb"),
+        }
+        dbt_dir = project / "analytics_dbt"
+        sql_files = sorted(dbt_dir.glob("models/**/*.sql"))
+        edits = iter(range(10**6))
+
+        def edit() -> None:
+            path = sql_files[next(edits) % len(sql_files)]
+            path.write_text(path.read_text() + "-- edited by the benchmark\n")
+
+        def check_defs() -> float:
+            edit()
+            return timed(lambda: _run(["dg", "check", "defs"], project, env))
+
+        def dbt_parse() -> float:
+            edit()
+            command = ["dbt", "parse", "--project-dir", dbt_dir, "--profiles-dir", dbt_dir]
+            return timed(lambda: _run(command, dbt_dir, env))
+
+        check_defs()  # the first load parses from scratch; an edit loop starts warm
+        ours, stock = alternate(check_defs, dbt_parse, repeat)
+    return Comparison(
+        "dev loop after an SQL edit", models, "dg check defs", "dbt parse", ours, stock, repeat
+    )
+
+
+def _dagster_project_with(destination: Path, dbt_project: Path) -> Path:
+    """This project's code and instance config around another dbt project."""
+    shutil.copy(REPO_ROOT / "pyproject.toml", destination)
+    shutil.copytree(
+        REPO_ROOT / "src",
+        destination / "src",
+        ignore=shutil.ignore_patterns(".local_defs_state", "__pycache__"),
+    )
+    copy_dbt_project(dbt_project, destination / "analytics_dbt", keep_manifest=True)
+    (destination / "dagster_home").mkdir()
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", destination / "dagster_home")
+    return destination
+
+
+def _run(command: list, cwd: Path, env: dict[str, str]) -> None:
+    finished = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{command} failed in {cwd}:\n{finished.stdout}{finished.stderr}")
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def orchestration(repeat: int) -> Comparison:
+    """All seven demo assets materialized through Dagster in process, against `dbt build`.
+
+    Each repetition starts on a new DuckDB file, so both sides build everything from scratch.
+    Our side uses the shipped component's settings (metadata included), as `dg dev` runs it.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-orchestration-") as scratch:
+        project_dir = copy_dbt_project(DEMO_DBT_PROJECT, Path(scratch) / "analytics_dbt")
+        parse(project_dir)
+        project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+        defs = component_defs(
+            component=CustomDbtComponent(project=project, **_shipped_dbt_attributes())
+        )
+        # One file per side, each named as the manifest's: DuckDB names the database after the
+        # file, dbt writes that name into each relation at parse time, and dagster-dbt reads
+        # row counts through those names.
+        ours_file, cli_file = (Path(scratch) / side / "analytics.duckdb" for side in SIDES)
+
+        def through_dagster() -> float:
+            _remove_database(ours_file)
+            with dg.instance_for_test() as instance:
+                result = timed(
+                    lambda: dg.materialize(defs.assets, instance=instance, run_config=QUIET_RUN)
+                )
+            release_duckdb_file()
+            return result
+
+        def dbt_build() -> float:
+            _remove_database(cli_file)
+            env = {**os.environ, "DBT_DUCKDB_PATH": str(cli_file)}
+            command = ["dbt", "build", "--project-dir", project_dir, "--profiles-dir", project_dir]
+            return timed(lambda: _run(command, project_dir, env))
+
+        previous = os.environ.get("DBT_DUCKDB_PATH")
+        os.environ["DBT_DUCKDB_PATH"] = str(ours_file)
+        try:
+            ours, stock = alternate(through_dagster, dbt_build, repeat)
+        finally:
+            _restore_env("DBT_DUCKDB_PATH", previous)
+    return Comparison(
+        "materialize the demo (7 assets, 26 tests)",
+        None,
+        "Dagster, in process",
+        "dbt build",
+        ours,
+        stock,
+        repeat,
+    )
+
+
+def _remove_database(path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    for leftover in (path, path.with_name(f"{path.name}.wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def _shipped_dbt_attributes() -> dict:
+    """The attributes of the shipped defs.yaml that change what a run does."""
+    dbt_document = next(yaml.safe_load_all(DEMO_DEFS_YAML.read_text()))
+    attributes = dbt_document["attributes"]
+    return {"include_metadata": attributes["include_metadata"]}
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

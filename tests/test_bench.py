@@ -1,0 +1,51 @@
+"""The benchmark's inputs and its completeness check (its figures are read, not asserted)."""
+
+import filecmp
+
+from bench.__main__ import _missing_figures
+from bench.synthetic import generate_project, shape_for
+
+
+def files_of(project) -> dict[str, str]:
+    return {str(path.relative_to(project)): path.read_text() for path in project.rglob("*.*")}
+
+
+def test_synthetic_project_is_the_same_for_the_same_seed_and_differs_for_another(tmp_path):
+    generate_project(tmp_path / "a", 200, seed=7)
+    first = files_of(tmp_path / "a")
+    generate_project(tmp_path / "b", 200, seed=7)
+    generate_project(tmp_path / "c", 200, seed=8)
+    assert files_of(tmp_path / "b") == first
+    assert files_of(tmp_path / "c") != first
+    assert not filecmp.dircmp(tmp_path / "a", tmp_path / "b").diff_files
+
+
+def test_synthetic_project_is_half_views_half_tables_with_incrementals_and_sources(tmp_path):
+    shape = generate_project(tmp_path / "p", 1000)
+    models = list((tmp_path / "p" / "models").rglob("*.sql"))
+    incremental = [m for m in models if "materialized='incremental'" in m.read_text()]
+    views = [m for m in models if m.parent.name in {"staging", "intermediate"}]
+    assert (len(models), len(views), len(incremental)) == (1000, 500, 100)
+    assert shape == shape_for(1000)
+    assert (shape.seeds, shape.sources) == (50, 2)
+    assert len(list((tmp_path / "p" / "seeds").glob("*.csv"))) == 50
+    sources_yml = (tmp_path / "p" / "models" / "staging" / "sources.yml").read_text()
+    assert sources_yml.count("- name: events_") == 2
+
+
+def test_completeness_check_names_every_missing_figure():
+    figure = {
+        "measure": "definitions build",
+        "models": 100,
+        "ours_seconds": 0.2,
+        "stock_seconds": 0.0,
+        "ratio": 0.0,
+    }
+    missing = _missing_figures({"figures": [figure]}, sizes=[100])
+    assert missing == [
+        "automation tick @ 100",
+        "dev loop after an SQL edit @ 100",
+        "materialize the demo (7 assets, 26 tests) @ None",
+        "definitions build @ 100: stock_seconds",
+        "definitions build @ 100: ratio",
+    ]

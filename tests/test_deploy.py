@@ -1,0 +1,109 @@
+"""The production pieces under deploy/: what can run here runs; the rest is checked for agreement
+with the project (the image and the Helm values cannot be built or installed here)."""
+
+import importlib.util
+import os
+import re
+import subprocess
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_postgres import PostgresRunStorage
+
+from harness import DEPLOY_INSTANCE_CONFIG, REPO_ROOT, copy_dbt_project
+
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+HELM_VALUES = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())
+LOCAL_INSTANCE_CONFIG = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
+PROFILES = (REPO_ROOT / "analytics_dbt" / "profiles.yml").read_text()
+
+
+def dbt(project_dir, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["dbt", *args, "--project-dir", project_dir, "--profiles-dir", project_dir],
+        cwd=project_dir,
+        env={**{k: v for k, v in os.environ.items() if k != "DBT_DUCKDB_PATH"}, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_prod_target_builds_in_the_database_named_by_the_environment(tmp_path):
+    project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
+    shared = tmp_path / "shared-volume" / "analytics.duckdb"
+    shared.parent.mkdir()
+    built = dbt(
+        project_dir,
+        "build",
+        "--select",
+        "raw_customers",
+        "stg_customers",
+        "--indirect-selection",
+        "buildable",
+        DBT_TARGET="prod",
+        DBT_DUCKDB_PATH=str(shared),
+    )
+    assert built.returncode == 0, built.stdout
+    with duckdb.connect(str(shared), read_only=True) as con:
+        assert con.execute("select count(*) from stg_customers").fetchone() == (100,)
+    assert not (project_dir / "data" / "analytics.duckdb").exists()
+
+
+def test_prod_target_without_a_database_fails_naming_the_variable(tmp_path):
+    project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
+    parsed = dbt(project_dir, "parse", DBT_TARGET="prod")
+    assert parsed.returncode != 0
+    assert "DBT_DUCKDB_PATH" in parsed.stdout + parsed.stderr
+
+
+def test_deploy_instance_config_is_postgres_with_a_run_queue_and_the_local_pool_limit(
+    tmp_path, postgres_url, monkeypatch
+):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DEPLOY_INSTANCE_CONFIG.read_text())
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        pool_limit = instance.get_concurrency_config().pool_config.default_pool_limit
+    assert pool_limit == LOCAL_INSTANCE_CONFIG["concurrency"]["pools"]["default_limit"] == 1
+    # The connection, password included, comes only from the environment.
+    config = yaml.safe_load(DEPLOY_INSTANCE_CONFIG.read_text())
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+
+
+def test_image_installs_the_lock_with_the_readme_uv_and_the_project_python():
+    uv_version = re.search(r'"uv==([\d.]+)"', (REPO_ROOT / "README.md").read_text()).group(1)
+    python = (REPO_ROOT / ".python-version").read_text().strip()
+    stages = re.findall(r"^FROM (\S+)", DOCKERFILE, flags=re.MULTILINE)
+    assert stages == [
+        f"ghcr.io/astral-sh/uv:{uv_version}-python{python}-bookworm-slim",
+        f"python:{python}-slim-bookworm",
+    ]
+    syncs = re.findall(r"uv sync[^\n\\&]*", DOCKERFILE)
+    assert syncs and all("--frozen" in sync for sync in syncs)
+    assert "dg utils refresh-defs-state" in DOCKERFILE
+
+
+def test_image_and_helm_values_serve_the_projects_entry_module_and_variables():
+    served = re.search(r'"--module-name", "([\w.]+)"', DOCKERFILE).group(1)
+    (deployment,) = HELM_VALUES["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", served]
+    assert importlib.util.find_spec(served) is not None
+    env = {item["name"]: item["value"] for item in deployment["env"]}
+    assert env["DBT_TARGET"] == "prod" and "prod:" in PROFILES
+    assert set(env) == {name for name in env if f"env_var('{name}'" in PROFILES}
+    assert HELM_VALUES["runLauncher"]["type"] == "K8sRunLauncher"
+    assert HELM_VALUES["concurrency"]["pools"]["defaultLimit"] == 1
+
+
+@pytest.mark.parametrize(
+    "path", [".local_defs_state", "dagster_home", ".venv", "analytics_dbt/target"]
+)
+def test_image_leaves_out_generated_state(path):
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert any(path in pattern for pattern in ignored)
