@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 
 import dagster as dg
 import duckdb
@@ -127,6 +128,16 @@ def test_materializations_carry_row_counts_and_column_schemas(shipped_defs, inst
     assert {name for name, values in metadata.items() if "dagster/column_schema" in values} == (
         ALL_ASSETS
     )
+
+
+def test_a_run_in_process_leaves_the_working_directory_as_it_was(
+    shipped_defs, instance, duckdb_file
+):
+    # dbt's in-process set-up, which dagster-dbt uses for row counts, changes into the dbt
+    # project; a later command in the same process must still find its own working directory.
+    before = os.getcwd()
+    assert materialize(shipped_defs, instance, ["raw_customers"]).success
+    assert os.getcwd() == before
 
 
 def test_committed_seeds_match_their_generator():
