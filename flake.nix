@@ -30,6 +30,8 @@
               python.pkgs.nox
               pkgs.pre-commit
               pkgs.duckdb
+              # The tests start PostgreSQL servers of their own (instance storage on PostgreSQL).
+              pkgs.postgresql
             ];
             env = {
               UV_PYTHON = "${python}/bin/python3.11";

@@ -126,7 +126,14 @@ def test_dev_shell_has_the_tools_and_the_project_defaults(system):
     )  # fmt: skip
     shell = json.loads(evaluated.stdout)
     names = [path.split("-", 1)[1] for path in shell["packages"]]
-    assert names == [f"python{PYTHON}", "uv", f"python{PYTHON}-nox", "pre-commit", "duckdb"]
+    assert names == [
+        f"python{PYTHON}",
+        "uv",
+        f"python{PYTHON}-nox",
+        "pre-commit",
+        "duckdb",
+        "postgresql",
+    ]
     assert shell["env"]["UV_PYTHON"].endswith(f"-python{PYTHON}/bin/python{PYTHON}")
     assert shell["env"]["UV_PYTHON_DOWNLOADS"] == "never"
     assert ("LD_LIBRARY_PATH" in shell["env"]) == system.endswith("linux")
