@@ -4,6 +4,7 @@ Each returns a `Comparison`: the median seconds of both sides over the same repe
 taken alternately (ours, stock, ours, stock, ...) so that drift on a noisy machine hits both.
 """
 
+import itertools
 import os
 import random
 import shutil
@@ -23,7 +24,12 @@ from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject, DbtProjectComponent
 
 from dbt_automation_demo.defs.analytics.component import CustomDbtComponent, release_duckdb_file
-from dbt_automation_demo.replay import copy_dbt_project, parse
+from dbt_automation_demo.replay import (
+    copy_dagster_project,
+    copy_dbt_project,
+    parse,
+    project_env,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DBT_PROJECT = REPO_ROOT / "analytics_dbt"
@@ -203,16 +209,13 @@ def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
 def dev_loop(dbt_project: Path, models: int, repeat: int) -> Comparison:
     """`dg check defs` after an SQL edit, against `dbt parse` alone after the same kind of edit."""
     with tempfile.TemporaryDirectory(prefix="bench-dg-project-") as scratch:
-        project = _dagster_project_with(Path(scratch), dbt_project)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(project / "src"),
-            "DAGSTER_HOME": str(project / "dagster_home"),
-            "DBT_DUCKDB_PATH": str(project / "warehouse.duckdb"),
-        }
+        project = copy_dagster_project(
+            REPO_ROOT, Path(scratch), dbt_project=dbt_project, keep_manifest=True
+        )
+        env = project_env(project)
         dbt_dir = project / "analytics_dbt"
         sql_files = sorted(dbt_dir.glob("models/**/*.sql"))
-        edits = iter(range(10**6))
+        edits = itertools.count()
 
         def edit() -> None:
             path = sql_files[next(edits) % len(sql_files)]
@@ -232,20 +235,6 @@ def dev_loop(dbt_project: Path, models: int, repeat: int) -> Comparison:
     return Comparison(
         "dev loop after an SQL edit", models, "dg check defs", "dbt parse", ours, stock, repeat
     )
-
-
-def _dagster_project_with(destination: Path, dbt_project: Path) -> Path:
-    """This project's code and instance config around another dbt project."""
-    shutil.copy(REPO_ROOT / "pyproject.toml", destination)
-    shutil.copytree(
-        REPO_ROOT / "src",
-        destination / "src",
-        ignore=shutil.ignore_patterns(".local_defs_state", "__pycache__"),
-    )
-    copy_dbt_project(dbt_project, destination / "analytics_dbt", keep_manifest=True)
-    (destination / "dagster_home").mkdir()
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", destination / "dagster_home")
-    return destination
 
 
 def _run(command: list, cwd: Path, env: dict[str, str]) -> None:

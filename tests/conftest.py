@@ -54,10 +54,8 @@ def storage(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server of this test worker's own, on loopback."""
-    server = PostgresServer().init()
-    server.start()
-    yield server
-    server.remove()
+    with PostgresServer.running() as server:
+        yield server
 
 
 @pytest.fixture

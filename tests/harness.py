@@ -1,7 +1,5 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
-import os
-import shutil
 from pathlib import Path
 
 from dbt_automation_demo import replay
@@ -13,6 +11,7 @@ from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tes
     materialize,
     names,
     parse,
+    project_env,
     record_run,
     reload_defs,
     start_run,
@@ -62,29 +61,5 @@ def add_comment(project_dir: Path, model: str) -> None:
 
 
 def copy_dagster_project(destination: Path) -> Path:
-    """The whole project (code, dbt project, instance config) in a folder of its own.
-
-    Commands run there with `project_env()`, so Python imports this copy's code, not the
-    checkout's, and the copy can be edited freely.
-    """
-    destination.mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "pyproject.toml", destination)
-    shutil.copytree(
-        REPO_ROOT / "src",
-        destination / "src",
-        ignore=shutil.ignore_patterns(".local_defs_state", "__pycache__"),
-    )
-    copy_dbt_project(destination / "analytics_dbt")
-    (destination / "dagster_home").mkdir()
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", destination / "dagster_home")
-    return destination
-
-
-def project_env(project: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(project / "src"),
-        "DAGSTER_HOME": str(project / "dagster_home"),
-        "DBT_DUCKDB_PATH": str(project / "warehouse" / "analytics.duckdb"),
-        **extra,
-    }
+    """This checkout's whole project in a folder of its own (see `replay.copy_dagster_project`)."""
+    return replay.copy_dagster_project(REPO_ROOT, destination)

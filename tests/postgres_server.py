@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -105,6 +107,27 @@ class PostgresServer:
         if self.is_running():
             self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    @classmethod
+    @contextmanager
+    def running(cls) -> Iterator["PostgresServer"]:
+        """A new server, started; stopped and deleted afterwards."""
+        server = cls().init()
+        try:
+            server.start()
+            yield server
+        finally:
+            server.remove()
+
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """An outage: the server is down inside the block and running again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            if not self.is_running():
+                self.start()
 
     def url(self, database: str) -> str:
         """As DAGSTER_PG_URL takes it: with the driver dagster-postgres installs (psycopg2)."""

@@ -25,22 +25,16 @@ DEV_SERVER_GIVES_UP_SECONDS = 120
 
 @pytest.fixture(scope="module")
 def outage_server():
-    """A PostgreSQL server these tests may stop; always left running, then removed."""
-    server = PostgresServer().init()
-    server.start()
-    yield server
-    server.remove()
+    """A PostgreSQL server these tests may stop (the other tests' server is never stopped)."""
+    with PostgresServer.running() as server:
+        yield server
 
 
 @pytest.fixture
 def down(outage_server: PostgresServer):
-    """Stop the server for the test's outage; start it again whatever happens."""
-    outage_server.stop()
-    try:
+    """The server stopped for the whole test; started again afterwards."""
+    with outage_server.stopped():
         yield outage_server
-    finally:
-        if not outage_server.is_running():
-            outage_server.start()
 
 
 @pytest.fixture
@@ -103,12 +97,8 @@ def test_tick_during_an_outage_fails_and_the_next_one_requests_the_view_once(
         defs, ticker = ready(dbt_project, instance, after_daily_tick)
         materialize(defs, instance, ["raw_customers"])
 
-        outage_server.stop()
-        try:
-            with pytest.raises(Exception, match=r"(?i)connection|server"):
-                ticker.tick()
-        finally:
-            outage_server.start()
+        with outage_server.stopped(), pytest.raises(Exception, match=r"(?i)connection|server"):
+            ticker.tick()
 
         assert ticker.tick() == {"stg_customers"}
         assert [ticker.tick() for _ in range(2)] == [set(), set()]

@@ -3,6 +3,7 @@
 Used by `nox -s demo` and by the tests, so both show the same behaviour the same way.
 """
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -33,6 +34,46 @@ def copy_dbt_project(source: Path, destination: Path, keep_manifest: bool = Fals
     skipped = [pattern for pattern in RUN_ARTIFACTS if not (keep_manifest and pattern == "target")]
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*skipped))
     return destination
+
+
+def copy_dagster_project(
+    project_root: Path,
+    destination: Path,
+    dbt_project: Path | None = None,
+    keep_manifest: bool = False,
+) -> Path:
+    """The whole project (code, dbt project, instance config) in a folder of its own, optionally
+    around another dbt project.
+
+    Commands run there with `project_env()`, so Python imports this copy's code, not the
+    checkout's, and the copy can be edited freely.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project_root / "pyproject.toml", destination)
+    shutil.copytree(
+        project_root / "src",
+        destination / "src",
+        ignore=shutil.ignore_patterns(".local_defs_state", "__pycache__"),
+    )
+    copy_dbt_project(
+        dbt_project or project_root / "analytics_dbt",
+        destination / "analytics_dbt",
+        keep_manifest=keep_manifest,
+    )
+    (destination / "dagster_home").mkdir()
+    shutil.copy(project_root / "dagster_home" / "dagster.yaml", destination / "dagster_home")
+    return destination
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    """The environment for commands run in a `copy_dagster_project()` copy."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(project / "src"),
+        "DAGSTER_HOME": str(project / "dagster_home"),
+        "DBT_DUCKDB_PATH": str(project / "warehouse" / "analytics.duckdb"),
+        **extra,
+    }
 
 
 def parse(project_dir: Path) -> None:
