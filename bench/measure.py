@@ -38,7 +38,6 @@ DEMO_DEFS_YAML = REPO_ROOT / "src" / "dbt_automation_demo" / "defs" / "analytics
 FIRST_TICK = datetime(2031, 3, 4, 9, 0, tzinfo=UTC)
 WARM_UP_TICKS = 2
 # The run's events still go to the instance; only the console copy (not in `dbt build`) is cut.
-SIDES = ("dagster", "dbt-cli")
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -253,36 +252,20 @@ def orchestration(repeat: int) -> Comparison:
     Our side uses the shipped component's settings (metadata included), as `dg dev` runs it.
     """
     with tempfile.TemporaryDirectory(prefix="bench-orchestration-") as scratch:
-        project_dir = copy_dbt_project(DEMO_DBT_PROJECT, Path(scratch) / "analytics_dbt")
-        parse(project_dir)
-        project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
-        defs = component_defs(
-            component=CustomDbtComponent(project=project, **_shipped_dbt_attributes())
-        )
-        # One file per side, each named as the manifest's: DuckDB names the database after the
-        # file, dbt writes that name into each relation at parse time, and dagster-dbt reads
-        # row counts through those names.
-        ours_file, cli_file = (Path(scratch) / side / "analytics.duckdb" for side in SIDES)
-
-        def through_dagster() -> float:
-            _remove_database(ours_file)
-            with dg.instance_for_test() as instance:
-                result = timed(
-                    lambda: dg.materialize(defs.assets, instance=instance, run_config=QUIET_RUN)
-                )
-            release_duckdb_file()
-            return result
-
-        def dbt_build() -> float:
-            _remove_database(cli_file)
-            env = {**os.environ, "DBT_DUCKDB_PATH": str(cli_file)}
-            command = ["dbt", "build", "--project-dir", project_dir, "--profiles-dir", project_dir]
-            return timed(lambda: _run(command, project_dir, env))
-
+        # One file for both sides, named as the manifest's (dagster-dbt reads row counts through
+        # the relation names dbt wrote at parse time) and set before the parse: the path is part
+        # of dbt's profile, and a changed profile makes every run parse the project again.
+        warehouse = Path(scratch) / "warehouse" / "analytics.duckdb"
         previous = os.environ.get("DBT_DUCKDB_PATH")
-        os.environ["DBT_DUCKDB_PATH"] = str(ours_file)
+        os.environ["DBT_DUCKDB_PATH"] = str(warehouse)
         try:
-            ours, stock = alternate(through_dagster, dbt_build, repeat)
+            project_dir = copy_dbt_project(DEMO_DBT_PROJECT, Path(scratch) / "analytics_dbt")
+            parse(project_dir)
+            ours, stock = alternate(
+                lambda: _through_dagster(project_dir, warehouse),
+                lambda: _dbt_build(project_dir, warehouse),
+                repeat,
+            )
         finally:
             _restore_env("DBT_DUCKDB_PATH", previous)
     return Comparison(
@@ -294,6 +277,26 @@ def orchestration(repeat: int) -> Comparison:
         stock,
         repeat,
     )
+
+
+def _through_dagster(project_dir: Path, warehouse: Path) -> float:
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    defs = component_defs(
+        component=CustomDbtComponent(project=project, **_shipped_dbt_attributes())
+    )
+    _remove_database(warehouse)
+    with dg.instance_for_test() as instance:
+        seconds = timed(
+            lambda: dg.materialize(defs.assets, instance=instance, run_config=QUIET_RUN)
+        )
+    release_duckdb_file()
+    return seconds
+
+
+def _dbt_build(project_dir: Path, warehouse: Path) -> float:
+    _remove_database(warehouse)
+    command = ["dbt", "build", "--project-dir", project_dir, "--profiles-dir", project_dir]
+    return timed(lambda: _run(command, project_dir, dict(os.environ)))
 
 
 def _remove_database(path: Path) -> None:

@@ -1,5 +1,8 @@
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -7,11 +10,25 @@ import dagster as dg
 import pytest
 from filelock import FileLock
 
-from harness import DEPLOY_INSTANCE_CONFIG, REPO_ROOT, STORAGES, copy_dbt_project, parse
+from harness import (
+    DEPLOY_INSTANCE_CONFIG,
+    REPO_ROOT,
+    STORAGES,
+    build_everything,
+    copy_dbt_project,
+    parse,
+)
 from postgres_server import PostgresServer
 
 # A fixed simulated date, later than any real materialization the tests record.
 SIMULATED_DAY = datetime(2031, 3, 4, tzinfo=UTC)
+# dbt reuses a parse (partial parsing) only while the profile is unchanged, and the DuckDB
+# path is part of the profile: given relative to the dbt project, it is the same string in
+# every test, so no test's first dbt run parses the project again (about 4 s each).
+WAREHOUSE_BESIDE_PROJECT = "../warehouse/analytics.duckdb"
+BEFORE_DAILY_TICK = SIMULATED_DAY.replace(hour=5, minute=0)
+# Mid-morning: today's 06:00 tick is behind the clock, tomorrow's far ahead.
+AFTER_DAILY_TICK = SIMULATED_DAY.replace(hour=9, minute=0)
 
 
 @pytest.fixture
@@ -26,22 +43,33 @@ def duckdb_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def parsed_dbt_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped dbt project, parsed once per test session (its manifest is read-only)."""
     project_dir = copy_dbt_project(tmp_path_factory.mktemp("parsed") / "analytics_dbt")
-    parse(project_dir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DBT_DUCKDB_PATH", WAREHOUSE_BESIDE_PROJECT)
+        parse(project_dir)
     return project_dir
 
 
 @pytest.fixture
-def dbt_project(tmp_path: Path, duckdb_file: Path, parsed_dbt_project: Path) -> Path:
-    """A copy of the shipped dbt project, with its manifest, that a test may edit."""
-    return copy_dbt_project(
+def dbt_project(
+    tmp_path: Path,
+    duckdb_file: Path,
+    parsed_dbt_project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A copy of the shipped dbt project, with its manifest, that a test may edit; dbt finds
+    `duckdb_file` beside it, named as in the parse, so dbt's partial parse stays valid."""
+    project_dir = copy_dbt_project(
         tmp_path / "analytics_dbt", source=parsed_dbt_project, keep_manifest=True
     )
+    assert (project_dir / WAREHOUSE_BESIDE_PROJECT).resolve() == duckdb_file.resolve()
+    monkeypatch.setenv("DBT_DUCKDB_PATH", WAREHOUSE_BESIDE_PROJECT)
+    return project_dir
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked `both_storages` that use an instance run once per instance storage."""
     if metafunc.definition.get_closest_marker("both_storages") and (
-        "instance" in metafunc.fixturenames
+        {"instance", "built_instance"} & set(metafunc.fixturenames)
     ):
         metafunc.parametrize("storage", STORAGES, indirect=True)
 
@@ -66,32 +94,112 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     postgres_server.drop_database(database)
 
 
-@pytest.fixture
-def instance(tmp_path: Path, storage: str, request: pytest.FixtureRequest):
-    """A real Dagster instance on a temporary DAGSTER_HOME: SQLite as `nox -s dev` uses, or
-    PostgreSQL through the shipped deploy/dagster.yaml, as a deployment uses."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+@contextmanager
+def open_instance(storage: str, home: Path, database_url: str | None) -> Iterator:
+    """A real Dagster instance in `home`: SQLite as `nox -s dev` uses, or PostgreSQL through
+    the shipped deploy/dagster.yaml (with DAGSTER_PG_URL), as a deployment uses."""
     if storage == "sqlite":
         with dg.instance_for_test(temp_dir=str(home)) as instance:
             yield instance
         return
-    monkeypatch = request.getfixturevalue("monkeypatch")
-    monkeypatch.setenv("DAGSTER_PG_URL", request.getfixturevalue("postgres_url"))
     shutil.copy(DEPLOY_INSTANCE_CONFIG, home / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DAGSTER_PG_URL", database_url)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+
+
+@pytest.fixture
+def instance(tmp_path: Path, storage: str, request: pytest.FixtureRequest):
+    """A fresh instance on a temporary DAGSTER_HOME (and its own PostgreSQL database)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    url = request.getfixturevalue("postgres_url") if storage == "postgres" else None
+    with open_instance(storage, home, url) as instance:
         yield instance
+
+
+@dataclass
+class BuiltTemplate:
+    """Every shipped asset built by one real run, kept to be copied: the DuckDB file's folder,
+    the instance's DAGSTER_HOME, and its PostgreSQL database (None on SQLite)."""
+
+    warehouse: Path
+    home: Path
+    database: str | None
+
+
+@pytest.fixture(scope="session")
+def built_templates(
+    tmp_path_factory: pytest.TempPathFactory,
+    parsed_dbt_project: Path,
+    request: pytest.FixtureRequest,
+) -> Callable[[str], BuiltTemplate]:
+    """Per instance storage, built on first use by this worker: `build_everything` on a copy
+    of the shipped project, with the sensor's cursors for both of the tests' clocks."""
+    built: dict[str, BuiltTemplate] = {}
+
+    def template_for(storage: str) -> BuiltTemplate:
+        if storage not in built:
+            folder = tmp_path_factory.mktemp(f"built-{storage}")
+            project = copy_dbt_project(
+                folder / "analytics_dbt", source=parsed_dbt_project, keep_manifest=True
+            )
+            template = BuiltTemplate(folder / "warehouse", folder / "dagster_home", None)
+            template.home.mkdir()
+            url = None
+            if storage == "postgres":
+                server = request.getfixturevalue("postgres_server")
+                template.database = server.create_database()
+                url = server.url(template.database)
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("DBT_DUCKDB_PATH", WAREHOUSE_BESIDE_PROJECT)
+                with open_instance(storage, template.home, url) as instance:
+                    build_everything(project, instance, [BEFORE_DAILY_TICK, AFTER_DAILY_TICK])
+            built[storage] = template
+        return built[storage]
+
+    return template_for
+
+
+@pytest.fixture
+def built_instance(
+    tmp_path: Path,
+    storage: str,
+    duckdb_file: Path,
+    built_templates: Callable[[str], BuiltTemplate],
+    request: pytest.FixtureRequest,
+):
+    """An instance and a DuckDB file in which every shipped asset has been built by one real
+    run, and the sensor evaluated before and after it: a copy of this worker's template.
+
+    `ready()` on it starts where the template left off, instead of building again.
+    """
+    template = built_templates(storage)
+    shutil.copytree(template.warehouse, duckdb_file.parent)
+    home = tmp_path / "dagster_home"
+    url = database = None
+    if storage == "sqlite":
+        shutil.copytree(template.home, home)
+    else:
+        home.mkdir()
+        server = request.getfixturevalue("postgres_server")
+        database = server.create_database(template=template.database)
+        url = server.url(database)
+    with open_instance(storage, home, url) as instance:
+        yield instance
+    if database:
+        server.drop_database(database)
 
 
 @pytest.fixture
 def before_daily_tick() -> datetime:
-    return SIMULATED_DAY.replace(hour=5, minute=0)
+    return BEFORE_DAILY_TICK
 
 
 @pytest.fixture
 def after_daily_tick() -> datetime:
-    """Mid-morning: today's 06:00 tick is behind the clock, tomorrow's far ahead."""
-    return SIMULATED_DAY.replace(hour=9, minute=0)
+    return AFTER_DAILY_TICK
 
 
 @pytest.fixture(scope="session")

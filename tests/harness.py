@@ -1,6 +1,9 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import dagster as dg
 
 from dbt_automation_demo import replay
 from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tests)
@@ -27,6 +30,9 @@ SEEDS = {"raw_customers", "raw_orders"}
 VIEWS = {"stg_customers", "stg_orders"}
 TABLES = {"customer_orders", "customer_segments", "order_summary"}
 ALL_ASSETS = SEEDS | VIEWS | TABLES
+# `ready()` leaves the ticker two evaluations, a minute apart, after the clock it was given.
+TICK = timedelta(minutes=1)
+TICKS_IN_READY = 2
 
 
 def copy_dbt_project(
@@ -36,14 +42,39 @@ def copy_dbt_project(
     return replay.copy_dbt_project(source, destination, keep_manifest=keep_manifest)
 
 
-def ready(project_dir: Path, instance, now) -> tuple:
-    """Definitions, and a ticker that evaluated once before and once after a full real run."""
+def ready(project_dir: Path, instance: dg.DagsterInstance, now: datetime) -> tuple:
+    """Definitions, and a ticker that evaluated once before and once after a full real run.
+
+    An instance copied from a built template (conftest's `built_instance`) already holds that
+    run and the ticker's cursor at `now`; any other instance gets them here.
+    """
+    if not instance.run_storage.get_cursor_values({_cursor_key(now)}):
+        build_everything(project_dir, instance, [now])
     defs = build_defs(project_dir)
-    ticker = Ticker(defs, instance, now)
-    assert ticker.tick() == set()  # nothing exists: views wait for seeds, the rest for the cron
-    materialize(defs, instance, ALL_ASSETS)
-    assert ticker.tick() == set()  # one run built everything: nothing is left to do
+    ticker = Ticker(defs, instance, now + TICKS_IN_READY * TICK)
+    ticker.cursor = dg.deserialize_value(
+        instance.run_storage.get_cursor_values({_cursor_key(now)})[_cursor_key(now)]
+    )
     return defs, ticker
+
+
+def build_everything(project_dir: Path, instance: dg.DagsterInstance, clocks: list[datetime]):
+    """One real run of every asset, the sensor evaluated just before and just after it on each
+    clock; each clock's cursor is kept in the instance, where the daemon keeps a sensor's."""
+    defs = build_defs(project_dir)
+    tickers = {now: Ticker(defs, instance, now) for now in clocks}
+    for ticker in tickers.values():
+        assert ticker.tick(TICK) == set()  # nothing exists: views wait for seeds, the rest for cron
+    materialize(defs, instance, ALL_ASSETS)
+    for ticker in tickers.values():
+        assert ticker.tick(TICK) == set()  # one run built everything: nothing is left to do
+    instance.run_storage.set_cursor_values(
+        {_cursor_key(now): dg.serialize_value(ticker.cursor) for now, ticker in tickers.items()}
+    )
+
+
+def _cursor_key(now: datetime) -> str:
+    return f"tests.automation_cursor.ready_at.{now.isoformat()}"
 
 
 def sql_file(project_dir: Path, model: str) -> Path:

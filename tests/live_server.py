@@ -78,13 +78,13 @@ class DevServer:
         self.process.send_signal(sig)
         return self.process.wait(timeout=seconds)
 
-    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+    def graphql(self, query: str, timeout: float = 30, **variables: Any) -> dict[str, Any]:
         request = urllib.request.Request(
             f"{self.url}/graphql",
             data=json.dumps({"query": query, "variables": variables}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = json.load(response)
         assert "errors" not in body, body
         return body["data"]

@@ -133,9 +133,11 @@ class PostgresServer:
         """As DAGSTER_PG_URL takes it: with the driver dagster-postgres installs (psycopg2)."""
         return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{database}"
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new database: empty, or a copy of `template` (which nobody may be connected to)."""
         name = f"dagster_{uuid.uuid4().hex[:12]}"
-        self._admin(f'CREATE DATABASE "{name}"')
+        copy_of = f' TEMPLATE "{template}"' if template else ""
+        self._admin(f'CREATE DATABASE "{name}"{copy_of}')
         return name
 
     def drop_database(self, name: str) -> None:

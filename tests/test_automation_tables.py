@@ -27,9 +27,9 @@ HOUR = timedelta(hours=1)
 
 
 def test_nothing_before_the_daily_tick_then_everything_once(
-    dbt_project, instance, before_daily_tick
+    dbt_project, built_instance, before_daily_tick
 ):
-    _, ticker = ready(dbt_project, instance, before_daily_tick)
+    _, ticker = ready(dbt_project, built_instance, before_daily_tick)
     assert ticker.tick_at(before_daily_tick.replace(minute=59)) == set()
     # Seeds and tables are due; the views between them follow their seeds in the same tick.
     assert ticker.tick() == SEEDS | VIEWS | TABLES  # 06:00
@@ -37,29 +37,29 @@ def test_nothing_before_the_daily_tick_then_everything_once(
 
 
 def test_each_table_refreshes_once_a_day_whatever_happens_upstream(
-    dbt_project, instance, before_daily_tick
+    dbt_project, built_instance, before_daily_tick
 ):
-    defs, ticker = ready(dbt_project, instance, before_daily_tick)
+    defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
     assert ticker.tick(after=HOUR) == ALL_ASSETS  # 06:02
-    materialize(defs, instance, ALL_ASSETS)
+    materialize(defs, built_instance, ALL_ASSETS)
     assert ticker.tick() == set()
 
-    materialize(defs, instance, ["raw_orders"])
+    materialize(defs, built_instance, ["raw_orders"])
     assert ticker.tick(after=4 * HOUR) == {"stg_orders"}  # 10:01: the view, no table
-    materialize(defs, instance, ["stg_orders"])
+    materialize(defs, built_instance, ["stg_orders"])
     assert [ticker.tick(after=5 * HOUR) for _ in range(3)] == [set(), set(), set()]  # to 01:01
 
     assert ticker.tick_at(before_daily_tick + timedelta(days=1, hours=1)) == ALL_ASSETS
 
 
 def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
-    dbt_project, instance, before_daily_tick
+    dbt_project, built_instance, before_daily_tick
 ):
-    defs, ticker = ready(dbt_project, instance, before_daily_tick)
+    defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
     requested = ticker.tick(after=HOUR)
     assert {"customer_orders", "customer_segments"} <= requested == ALL_ASSETS
 
-    result = materialize(defs, instance, requested)
+    result = materialize(defs, built_instance, requested)
     order = [
         event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
     ]
@@ -67,29 +67,29 @@ def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
 
 
 def test_table_waits_for_an_upstream_table_still_running_at_the_tick(
-    dbt_project, instance, before_daily_tick
+    dbt_project, built_instance, before_daily_tick
 ):
-    defs, ticker = ready(dbt_project, instance, before_daily_tick)
-    running = start_run(defs, instance, ["customer_orders"])
+    defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
+    running = start_run(defs, built_instance, ["customer_orders"])
     # customer_orders' own run counts for today; customer_segments waits for it.
     assert ticker.tick(after=HOUR) == ALL_ASSETS - {"customer_orders", "customer_segments"}
     assert ticker.tick() == set()
 
-    materialize(defs, instance, ["customer_orders"])
-    end_run(instance, running)
+    materialize(defs, built_instance, ["customer_orders"])
+    end_run(built_instance, running)
     assert ticker.tick() == {"customer_segments"}
     assert ticker.tick() == set()
 
 
 def test_table_running_at_the_tick_is_not_requested_again_that_day(
-    dbt_project, instance, before_daily_tick
+    dbt_project, built_instance, before_daily_tick
 ):
-    defs, ticker = ready(dbt_project, instance, before_daily_tick)
-    running = start_run(defs, instance, ["order_summary"])
+    defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
+    running = start_run(defs, built_instance, ["order_summary"])
     assert ticker.tick(after=HOUR) == ALL_ASSETS - {"order_summary"}
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
 
-    end_run(instance, running)
+    end_run(built_instance, running)
     assert [ticker.tick(after=3 * HOUR) for _ in range(5)] == [set()] * 5  # to 21:02
 
 
@@ -121,13 +121,13 @@ def test_table_below_a_dbt_source_still_refreshes_daily(
 
 
 def test_failed_table_run_is_not_retried_before_the_next_daily_tick(
-    dbt_project, instance, before_daily_tick
+    dbt_project, built_instance, before_daily_tick
 ):
-    _, ticker = ready(dbt_project, instance, before_daily_tick)
+    _, ticker = ready(dbt_project, built_instance, before_daily_tick)
     edit_sql(dbt_project, "order_summary", "select no_such_column from {{ ref('stg_orders') }}\n")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick(after=HOUR) == ALL_ASSETS
-    result = materialize(ticker.defs, instance, ["order_summary"], raise_on_error=False)
+    result = materialize(ticker.defs, built_instance, ["order_summary"], raise_on_error=False)
     assert not result.success
     assert [ticker.tick(after=2 * HOUR) for _ in range(8)] == [set()] * 8  # to 22:01
 

@@ -20,66 +20,72 @@ pytestmark = pytest.mark.both_storages
 A_MINUTE = timedelta(minutes=1)
 
 
-def test_seed_update_requests_its_views_once_and_no_table(dbt_project, instance, after_daily_tick):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
-    materialize(defs, instance, ["raw_customers"])
+def test_seed_update_requests_its_views_once_and_no_table(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    materialize(defs, built_instance, ["raw_customers"])
     assert ticker.tick() == {"stg_customers"}
     assert ticker.tick() == set()
 
-    materialize(defs, instance, ["raw_orders"])
+    materialize(defs, built_instance, ["raw_orders"])
     assert ticker.tick() == {"stg_orders"}
     assert ticker.tick() == set()
 
 
-def test_view_own_materialization_never_requests_it_again(dbt_project, instance, after_daily_tick):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
-    materialize(defs, instance, ["stg_orders"])
+def test_view_own_materialization_never_requests_it_again(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    materialize(defs, built_instance, ["stg_orders"])
     assert [ticker.tick() for _ in range(3)] == [set(), set(), set()]
 
 
-def test_edited_view_sql_requests_that_view_only_once(dbt_project, instance, after_daily_tick):
-    _, ticker = ready(dbt_project, instance, after_daily_tick)
+def test_edited_view_sql_requests_that_view_only_once(
+    dbt_project, built_instance, after_daily_tick
+):
+    _, ticker = ready(dbt_project, built_instance, after_daily_tick)
     add_comment(dbt_project, "stg_customers")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_customers"}
     assert ticker.tick() == set()
 
-    materialize(ticker.defs, instance, ["stg_customers"])
+    materialize(ticker.defs, built_instance, ["stg_customers"])
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
 
 
 def test_view_waits_while_it_runs_and_a_parent_update_meanwhile_is_not_lost(
-    dbt_project, instance, after_daily_tick
+    dbt_project, built_instance, after_daily_tick
 ):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
-    running = start_run(defs, instance, ["stg_customers"])
-    materialize(defs, instance, ["raw_customers"])
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    running = start_run(defs, built_instance, ["stg_customers"])
+    materialize(defs, built_instance, ["raw_customers"])
     assert ticker.tick() == set()
     assert ticker.tick() == set()
 
-    materialize(defs, instance, ["stg_customers"])  # the running view completes ...
-    end_run(instance, running)  # ... and its run ends
+    materialize(defs, built_instance, ["stg_customers"])  # the running view completes ...
+    end_run(built_instance, running)  # ... and its run ends
     assert ticker.tick() == {"stg_customers"}
     assert ticker.tick() == set()
 
 
 def test_view_waits_while_a_parent_runs_and_its_sql_edit_is_not_lost(
-    dbt_project, instance, after_daily_tick
+    dbt_project, built_instance, after_daily_tick
 ):
-    defs, ticker = ready(dbt_project, instance, after_daily_tick)
-    running = start_run(defs, instance, ["raw_orders"])
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    running = start_run(defs, built_instance, ["raw_orders"])
     add_comment(dbt_project, "stg_orders")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == set()
     assert ticker.tick() == set()
 
-    end_run(instance, running)
+    end_run(built_instance, running)
     assert ticker.tick() == {"stg_orders"}
     assert ticker.tick() == set()
 
 
-def test_view_added_to_the_project_is_requested_once(dbt_project, instance, after_daily_tick):
-    _, ticker = ready(dbt_project, instance, after_daily_tick)
+def test_view_added_to_the_project_is_requested_once(dbt_project, built_instance, after_daily_tick):
+    _, ticker = ready(dbt_project, built_instance, after_daily_tick)
     new_view = dbt_project / "models" / "staging" / "stg_countries.sql"
     new_view.write_text("select distinct country from {{ ref('raw_customers') }}")
     ticker.defs = reload_defs(dbt_project)
@@ -87,14 +93,14 @@ def test_view_added_to_the_project_is_requested_once(dbt_project, instance, afte
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
 
 
-def test_failed_view_run_is_not_retried(dbt_project, instance, after_daily_tick):
-    _, ticker = ready(dbt_project, instance, after_daily_tick)
+def test_failed_view_run_is_not_retried(dbt_project, built_instance, after_daily_tick):
+    _, ticker = ready(dbt_project, built_instance, after_daily_tick)
     edit_sql(dbt_project, "stg_orders", "select no_such_column from {{ ref('raw_orders') }}")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_orders"}
-    result = materialize(ticker.defs, instance, ["stg_orders"], raise_on_error=False)
+    result = materialize(ticker.defs, built_instance, ["stg_orders"], raise_on_error=False)
     assert not result.success
     assert [ticker.tick() for _ in range(3)] == [set(), set(), set()]
 
-    materialize(ticker.defs, instance, ["raw_orders"])  # a new trigger: its parent updated
+    materialize(ticker.defs, built_instance, ["raw_orders"])  # a new trigger: its parent updated
     assert ticker.tick() == {"stg_orders"}

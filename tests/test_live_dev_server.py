@@ -24,6 +24,7 @@ from harness import (
     copy_dagster_project,
 )
 from live_server import (
+    READY_SECONDS,
     SENSOR_INTERVAL_SECONDS,
     DevServer,
     asset_names,
@@ -181,7 +182,11 @@ def test_editing_a_view_and_reloading_makes_the_sensor_refresh_that_view(server)
     sql = server.project / "analytics_dbt" / "models" / "staging" / "stg_customers.sql"
     sql.write_text(sql.read_text() + "-- edited by the live test\n")
     location = repository(server)["location"]["name"]
-    reloaded = server.graphql(RELOAD, location=location)["reloadRepositoryLocation"]
+    # The reload answers once dbt has re-parsed and the code server has restarted: on a busy
+    # 2-core machine that took longer than a query's 30 s.
+    reloaded = server.graphql(RELOAD, timeout=READY_SECONDS, location=location)[
+        "reloadRepositoryLocation"
+    ]
     assert reloaded == {"__typename": "WorkspaceLocationEntry", "loadStatus": "LOADED"}
     expect_one_automation_run_of(server, before, {"stg_customers"})
 

@@ -1,6 +1,9 @@
 """The dbt project as Dagster assets, each tagged and automated by its dbt materialization."""
 
+import importlib.metadata
 import os
+import shutil
+import sysconfig
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +12,7 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 from dagster.components.resolved.model import Resolver
 from dagster_dbt import DbtCliResource, DbtProject, DbtProjectComponent
+from packaging.version import Version
 
 from dbt_automation_demo.automation import (
     DEFAULT_DAILY_CRON,
@@ -192,6 +196,7 @@ class CustomDbtComponent(DbtProjectComponent):
         # dbt's in-process set-up (dagster-dbt uses it to read row counts) changes the process's
         # working directory to the dbt project; a long-lived process must get its own back.
         working_directory = os.getcwd()
+        skip_dbt_version_probe(dbt)
         try:
             yield from super().execute(context, dbt)
         finally:
@@ -206,6 +211,19 @@ def duckdb_path(project_dir: Path) -> Path | None:
     if configured.startswith(MOTHERDUCK_PREFIX):
         return None
     return project_dir / configured
+
+
+def skip_dbt_version_probe(dbt: DbtCliResource) -> None:
+    """Give the resource the version of this environment's dbt-core, so it does not ask.
+
+    Before every dbt command dagster-dbt runs `dbt --version` in a new process (about 4 s
+    here: it imports dbt) and caches the answer on the resource, but it builds a new resource
+    for every run, so every run pays. When the `dbt` it would run is this environment's own,
+    the answer is the installed dbt-core's version (uv.lock pins it), known without a process.
+    """
+    own_dbt = shutil.which("dbt", path=sysconfig.get_path("scripts"))
+    if own_dbt is not None and shutil.which(dbt.dbt_executable) == own_dbt:
+        dbt.__dict__["_cli_version"] = Version(importlib.metadata.version("dbt-core"))
 
 
 def release_duckdb_file() -> None:
