@@ -1,5 +1,9 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -94,3 +98,26 @@ def add_comment(project_dir: Path, model: str) -> None:
 def copy_dagster_project(destination: Path) -> Path:
     """This checkout's whole project in a folder of its own (see `replay.copy_dagster_project`)."""
     return replay.copy_dagster_project(REPO_ROOT, destination)
+
+
+_recordings: list[list[list[str]]] = []
+
+
+def _record_started_command(event: str, args: tuple) -> None:
+    if event == "subprocess.Popen" and _recordings:
+        executable, *arguments = args[1]
+        _recordings[-1].append([os.path.basename(str(executable)), *map(str, arguments)])
+
+
+# An audit hook cannot be removed; it records only inside `started_commands()`.
+sys.addaudithook(_record_started_command)
+
+
+@contextmanager
+def started_commands() -> Iterator[list[list[str]]]:
+    """The command lines (program name first) of the processes started in the block."""
+    _recordings.append([])
+    try:
+        yield _recordings[-1]
+    finally:
+        _recordings.pop()

@@ -3,11 +3,26 @@
 import importlib.util
 import json
 import os
+import re
+import subprocess
 
 import dagster as dg
 import duckdb
+from dagster_dbt import DbtCliResource
+from packaging.version import Version
 
-from harness import ALL_ASSETS, SEEDS, SHIPPED_DBT_PROJECT, TABLES, VIEWS, keys, materialize, names
+from dbt_automation_demo.defs.analytics.component import skip_dbt_version_probe
+from harness import (
+    ALL_ASSETS,
+    SEEDS,
+    SHIPPED_DBT_PROJECT,
+    TABLES,
+    VIEWS,
+    keys,
+    materialize,
+    names,
+    started_commands,
+)
 
 EDGES = {
     ("raw_customers", "stg_customers"),
@@ -138,6 +153,20 @@ def test_a_run_in_process_leaves_the_working_directory_as_it_was(
     before = os.getcwd()
     assert materialize(shipped_defs, instance, ["raw_customers"]).success
     assert os.getcwd() == before
+
+
+def test_a_run_starts_dbt_once_and_never_asks_its_version(shipped_defs, instance, duckdb_file):
+    with started_commands() as commands:
+        assert materialize(shipped_defs, instance, ["raw_customers"]).success
+    assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "build"]]
+
+
+def test_the_dbt_version_given_to_dagster_dbt_is_the_one_dbt_reports():
+    reported = subprocess.run(["dbt", "--version"], capture_output=True, text=True, check=True)
+    installed = re.search(r"installed: (\d+\.\d+\.\d+)", reported.stdout).group(1)
+    dbt = DbtCliResource(project_dir=str(SHIPPED_DBT_PROJECT))
+    skip_dbt_version_probe(dbt)
+    assert dbt.__dict__["_cli_version"] == Version(installed)
 
 
 def test_committed_seeds_match_their_generator():
