@@ -4,14 +4,12 @@ import importlib.metadata
 import os
 import shutil
 import sysconfig
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-import duckdb
 from dagster.components.resolved.model import Resolver
 from dagster_dbt import DbtCliResource, DbtProject, DbtProjectComponent
 from packaging.version import Version
@@ -29,7 +27,6 @@ MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = "data/analytics.duckdb"
 MOTHERDUCK_PREFIX = "md:"
-DUCKDB_LOCK_WAIT_SECONDS = 60
 ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
 
 
@@ -196,7 +193,6 @@ class CustomDbtComponent(DbtProjectComponent):
         warehouse_file = duckdb_path(Path(dbt.project_dir))
         if warehouse_file is not None:
             warehouse_file.parent.mkdir(parents=True, exist_ok=True)
-            wait_until_duckdb_file_is_free(warehouse_file)
         # dbt's in-process set-up (dagster-dbt uses it to read row counts) changes the process's
         # working directory to the dbt project; a long-lived process must get its own back.
         working_directory = os.getcwd()
@@ -228,30 +224,6 @@ def skip_dbt_version_probe(dbt: DbtCliResource) -> None:
     own_dbt = shutil.which("dbt", path=sysconfig.get_path("scripts"))
     if own_dbt is not None and shutil.which(dbt.dbt_executable) == own_dbt:
         dbt.__dict__["_cli_version"] = Version(importlib.metadata.version("dbt-core"))
-
-
-def wait_until_duckdb_file_is_free(path: Path, seconds: float = DUCKDB_LOCK_WAIT_SECONDS) -> None:
-    """Wait until no other process holds the DuckDB file's lock.
-
-    The `analytics_duckdb` pool lets one dbt step run at a time, but it frees its slot when the
-    step ends, and the previous step's process can still hold the file for a moment while it
-    exits. Three concurrent runs showed it: the next `dbt build` then failed with "Could not
-    set lock on file". Opening the file and closing it again is how DuckDB tells whether the
-    lock is free. After `seconds`, dbt runs anyway and reports the lock itself.
-    """
-    if not path.exists():
-        return
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            duckdb.connect(str(path)).close()
-            return
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.5)
-        except duckdb.Error:
-            return  # not a lock (e.g. this process has it open): dbt will say what is wrong
 
 
 def release_duckdb_file() -> None:
