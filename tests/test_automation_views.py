@@ -69,6 +69,18 @@ def test_view_waits_while_it_runs_and_a_parent_update_meanwhile_is_not_lost(
     assert ticker.tick() == set()
 
 
+def test_parent_update_during_a_view_run_between_two_ticks_is_not_lost(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    running = start_run(defs, built_instance, ["stg_customers"])  # started by hand
+    materialize(defs, built_instance, ["raw_customers"])
+    materialize(defs, built_instance, ["stg_customers"])  # may have read the old customers
+    end_run(built_instance, running)
+    assert ticker.tick() == {"stg_customers"}
+    assert ticker.tick() == set()
+
+
 def test_view_waits_while_a_parent_runs_and_its_sql_edit_is_not_lost(
     dbt_project, built_instance, after_daily_tick
 ):

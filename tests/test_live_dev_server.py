@@ -226,7 +226,7 @@ def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path)
         open_page(page, f"{server.url}/assets/stg_customers?view=automation")
         page.get_by_text(re.compile(r"\d:\d\d:\d\d [AP]M")).first.click(timeout=60_000)
         page.get_by_text("refresh on SQL change or parent update").first.wait_for(timeout=60_000)
-        page.get_by_text("triggered since last requested or updated").first.wait_for()
+        page.get_by_text("SQL changed or a parent updated since last requested").first.wait_for()
         page.screenshot(path=shots / "automation.png")
         browser.close()
     assert (shots / "lineage.png").stat().st_size > 10_000

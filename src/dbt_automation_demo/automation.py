@@ -49,26 +49,28 @@ def refresh_on_change() -> dg.AutomationCondition:
       first evaluation as already handled and skip it);
     - never while the view or one of its parents is running or missing; a trigger that arrives
       meanwhile waits and is requested once they finish, so nothing is lost;
+    - only a request spends a parent update or an SQL edit: a run started by hand may have read
+      the parent before it updated, so a view built by hand while such a trigger waits is
+      still requested once (a view built by hand is no longer new, though);
     - a failed run is not retried: only a new trigger requests the view again.
     """
-    triggers = (_changed() | AC.newly_missing()).with_label(
-        "SQL changed, a parent updated, or newly missing"
-    )
-    pending = triggers.since(AC.newly_requested() | AC.newly_updated()).with_label(
-        "triggered since last requested or updated"
-    )
-    # The view's own run finishing would clear `pending`, even for a trigger that arrived while
-    # that run was already past reading it; remember such triggers until the next request.
-    # (`since` evaluates its trigger on every view on every tick: newly_missing, which cannot
-    # arrive while the view runs, is left out to keep that cheap.)
-    arrived_while_running = (
-        (_changed() & AC.in_progress())
+    # A parent update or an edit is spent only by a request: spending it on the view's own
+    # update too (as eager() does) would lose one that arrived while the view's run was past
+    # reading its parent, and keeping that one apart costs a second copy of the per-parent
+    # trigger tree on every view on every tick.
+    changed = (
+        _changed()
         .since(AC.newly_requested())
-        .with_label("SQL changed or a parent updated while it was running")
+        .with_label("SQL changed or a parent updated since last requested")
     )
-    return ((pending | arrived_while_running) & _safe_to_run()).with_label(
-        "refresh on SQL change or parent update"
+    # Being new is spent by any build, or building everything by hand would leave every view
+    # requested once more.
+    new = (
+        AC.newly_missing()
+        .since(AC.newly_requested() | AC.newly_updated())
+        .with_label("newly missing since last requested or built")
     )
+    return ((changed | new) & _safe_to_run()).with_label("refresh on SQL change or parent update")
 
 
 @functools.cache

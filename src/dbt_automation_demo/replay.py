@@ -145,9 +145,14 @@ class Ticker:
 def materialize(
     defs: dg.Definitions, instance: dg.DagsterInstance, asset_names: Iterable[str], **kwargs
 ) -> dg.ExecuteInProcessResult:
-    """A real dbt run of the named assets, recorded in the instance."""
-    return dg.materialize(
-        defs.assets, instance=instance, selection=list(keys(*asset_names)), **kwargs
+    """A real dbt run of the named assets, recorded in the instance as a launched run is.
+
+    A launched run records its asset selection, from which `any_deps_updated()` learns that a
+    parent was built by a run that also built the child; `dg.materialize` records none.
+    """
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        instance=instance, asset_selection=list(keys(*asset_names)), **kwargs
     )
 
 
