@@ -81,6 +81,24 @@ def test_parent_update_during_a_view_run_between_two_ticks_is_not_lost(
     assert ticker.tick() == set()
 
 
+def test_view_built_by_hand_after_a_parent_update_is_requested_once_more(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    materialize(defs, built_instance, ["raw_customers"])
+    materialize(defs, built_instance, ["stg_customers"])  # only a request spends the update
+    assert ticker.tick() == {"stg_customers"}
+    assert ticker.tick() == set()
+
+
+def test_parent_and_view_built_in_one_run_request_nothing(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    materialize(defs, built_instance, ["raw_customers", "stg_customers"])
+    assert [ticker.tick() for _ in range(2)] == [set(), set()]
+
+
 def test_view_waits_while_a_parent_runs_and_its_sql_edit_is_not_lost(
     dbt_project, built_instance, after_daily_tick
 ):
