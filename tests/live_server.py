@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,36 @@ def processes_under(folder: Path) -> dict[int, str]:
         if state != "Z" and (cwd == folder or folder in cwd.parents):
             found[int(proc.name)] = cmdline
     return found
+
+
+@dataclass(frozen=True)
+class RunProcesses:
+    """The processes of the runs a dev server is executing, by their place in the tree."""
+
+    run_workers: list[int]  # one per run: a child of the code server, `dg dev`'s default launcher
+    steps: list[int]  # a child of a run worker per step (Dagster's multiprocess executor)
+    dbt_builds: list[int]  # `dbt build`, started by a step
+
+
+def run_processes(folder: Path) -> RunProcesses:
+    """The run workers, step processes and dbt builds now running under `folder`."""
+    parents = {}
+    for pid, cmdline in processes_under(folder).items():
+        with contextlib.suppress(OSError):
+            stat = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[pid] = (int(stat[1]), cmdline)
+
+    def children_of(pids: set[int]) -> set[int]:
+        spawned = {p for p, (parent, cmd) in parents.items() if parent in pids}
+        return {p for p in spawned if "spawn_main" in parents[p][1]}
+
+    code_servers = {pid for pid, (_, cmd) in parents.items() if "dagster api grpc" in cmd}
+    workers = children_of(code_servers)
+    return RunProcesses(
+        run_workers=sorted(workers),
+        steps=sorted(children_of(workers)),
+        dbt_builds=sorted(pid for pid, (_, cmd) in parents.items() if "dbt build" in cmd),
+    )
 
 
 RUNS = """

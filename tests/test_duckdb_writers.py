@@ -1,5 +1,5 @@
-"""One writer at a time on the DuckDB file: concurrent runs queue, and a run waits for a process
-that still holds the file instead of failing on its lock."""
+"""dbt waits for a process that still holds the DuckDB file instead of failing on its lock (the
+run queue keeps Dagster's own runs apart: tests/test_duckdb_writer_faults.py)."""
 
 import os
 import subprocess
@@ -8,10 +8,9 @@ import threading
 import time
 from typing import IO
 
-import dagster as dg
 import duckdb
 
-from harness import copy_dagster_project, copy_dbt_project, project_env
+from harness import copy_dbt_project
 
 # Holds the database file open (DuckDB's write lock) until a line arrives on its stdin.
 HOLD_THE_FILE_UNTIL_TOLD = """
@@ -23,58 +22,6 @@ connection.close()
 """
 # Longer than dbt's first retries (1, 2 and 4 s), shorter than all of them (63 s).
 HOLD_SECONDS = 10
-
-
-def dbt_errors(output: str) -> list[str]:
-    """The lines dagster-dbt parsed from dbt's log as errors: what a failed run died of."""
-    lines = output.splitlines()
-    return [
-        line
-        for start, heading in enumerate(lines)
-        if heading.startswith("Errors parsed from dbt logs")
-        for line in lines[start + 1 : start + 4]
-        if line.strip()
-    ] or lines[-5:]
-
-
-def test_three_simultaneous_materializations_all_succeed_one_after_another(tmp_path):
-    project = copy_dagster_project(tmp_path / "project")
-    env = project_env(project)
-    subprocess.run(["dg", "utils", "refresh-defs-state"], cwd=project, env=env, check=True)
-
-    # `dagster asset materialize` loads the stored state; three `dg launch` would each refresh
-    # it (dbt parse and a copy into .local_defs_state) at the same moment and race on it.
-    materialize_all = [
-        "dagster", "asset", "materialize", "--select", "*", "-m", "dbt_automation_demo.definitions"
-    ]  # fmt: skip
-    launches = [
-        subprocess.Popen(
-            materialize_all,
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outputs = [launch.communicate(timeout=600)[0] for launch in launches]
-
-    failures = [
-        dbt_errors(output)
-        for launch, output in zip(launches, outputs, strict=True)
-        if launch.returncode
-    ]
-    assert failures == []
-    assert not any("Could not set lock" in output for output in outputs)
-    # Two of them waited for the DuckDB writer slot instead of failing on the file's lock.
-    waited = ["Step blocked by limit for pool analytics_duckdb" in output for output in outputs]
-    assert sorted(waited) == [False, True, True]
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        runs = instance.get_runs()
-    assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS] * 3
-    with duckdb.connect(env["DBT_DUCKDB_PATH"], read_only=True) as con:
-        assert con.execute("select count(*) from customer_segments").fetchone() == (100,)
 
 
 def test_dbt_waits_for_a_process_that_still_holds_the_warehouse_file(tmp_path):

@@ -18,8 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import dagster as dg
+import yaml
+
 from dbt_automation_demo.instance_storage import postgres_storage_problem
 
+DEFS_FOLDER = Path(__file__).parent / "defs"
 DEFAULT_ARGS = ("--host", "127.0.0.1", "--port", "3000")
 GRACE_SECONDS = 20
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -72,11 +76,37 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def prepare_instance() -> None:
+    """Create the instance's storage and its pools' limits before `dg dev` starts.
+
+    - `dg dev` starts three processes that open the instance at once: on a fresh SQLite
+      DAGSTER_HOME each would create the schema, and together they can leave it broken
+      ("Version table 'alembic_version' has more than one head").
+    - Dagster's run queue writes a pool's default limit the first time it sees a queued run that
+      needs the pool, but only after deciding which runs to start on that pass: runs queued
+      together on a fresh instance would all start at once, past the limit.
+    """
+    with dg.DagsterInstance.get() as instance:
+        for pool in declared_pools():
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+
+
+def declared_pools(defs_folder: Path = DEFS_FOLDER) -> set[str]:
+    """The pools this project's components run their ops in (`attributes.op.pool` in defs.yaml)."""
+    return {
+        document["attributes"]["op"]["pool"]
+        for path in defs_folder.rglob("defs.yaml")
+        for document in yaml.safe_load_all(path.read_text())
+        if "pool" in ((document or {}).get("attributes") or {}).get("op", {})
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     problem = postgres_storage_problem(Path(os.environ.get("DAGSTER_HOME", ".")))
     if problem:
         print(f"not starting the dev server: {problem}", file=sys.stderr, flush=True)
         return 2
+    prepare_instance()
     command = dg_dev_command(sys.argv[1:] if argv is None else argv)
     print(f"starting: {' '.join(command)}", flush=True)
     process = subprocess.Popen(command, start_new_session=True)

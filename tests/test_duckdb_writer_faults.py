@@ -1,0 +1,158 @@
+"""The DuckDB writer under faults, on the real dev server (`nox -s dev`): runs that need the
+warehouse wait in the queue with no process, one runs at a time, and a run killed with SIGKILL
+mid-build ends FAILURE and lets the next one start.
+
+The tests share one server and run in order. The sensor and the schedule are stopped first, so
+the only runs are the ones a test launches.
+"""
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from harness import copy_dagster_project
+from live_server import DevServer, kill_leftovers, run_processes, runs, wait_for
+
+pytestmark = pytest.mark.live
+
+RUN_SECONDS = 240
+# The code server checks its run workers every 0.5 s and marks a dead one's run FAILURE; the
+# queue looks again every 5 s (dagster's dequeue interval). We promise well under a minute.
+RECOVERY_BOUND_SECONDS = 30
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+SAMPLE_SECONDS = 0.5
+WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
+
+LAUNCH_ALL = """
+mutation Launch($location: String!, $repository: String!) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: $location, repositoryName: $repository,
+               jobName: "__ASSET_JOB"}
+    mode: "default"
+  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+}
+"""
+INSTIGATORS = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    name location { name }
+    sensors { sensorState { id status } }
+    schedules { scheduleState { id status } }
+} } } }
+"""
+STOP_SENSOR = "mutation Stop($id: String!) { stopSensor(id: $id) { __typename } }"
+STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
+RUN_TIMES = """
+{ runsOrError { ... on Runs { results { runId status startTime endTime } } } }
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[DevServer]:
+    """A dev server on a fresh SQLite instance with nothing launching runs but the tests."""
+    folder = tmp_path_factory.mktemp("writer-faults")
+    project = copy_dagster_project(folder / "project")
+    dev = DevServer(project, folder / "dev-server.log").start()
+    try:
+        (repo,) = dev.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
+        for sensor in repo["sensors"]:
+            dev.graphql(STOP_SENSOR, id=sensor["sensorState"]["id"])
+        for schedule in repo["schedules"]:
+            dev.graphql(STOP_SCHEDULE, id=schedule["scheduleState"]["id"])
+        yield dev
+    finally:
+        if dev.process.poll() is None:
+            dev.stop()
+        kill_leftovers(project)
+
+
+def launch_everything(server: DevServer) -> str:
+    (repo,) = server.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
+    result = server.graphql(LAUNCH_ALL, location=repo["location"]["name"], repository=repo["name"])
+    assert result["launchRun"]["__typename"] == "LaunchRunSuccess", result
+    return result["launchRun"]["run"]["runId"]
+
+
+def statuses(server: DevServer, run_ids: list[str]) -> list[str]:
+    by_id = {run["runId"]: run["status"] for run in runs(server)}
+    return [by_id[run_id] for run_id in run_ids]
+
+
+def all_finished(server: DevServer, run_ids: list[str]) -> bool:
+    return set(statuses(server, run_ids)) <= TERMINAL
+
+
+def warehouse_rows(project: Path) -> dict[str, int]:
+    """Row counts of the marts, read as a person would once no run writes the file."""
+    with duckdb.connect(str(project / "warehouse" / "analytics.duckdb"), read_only=True) as con:
+        return {
+            table: con.execute(f"select count(*) from {table}").fetchone()[0]
+            for table in ("customer_orders", "customer_segments", "order_summary")
+        }
+
+
+def test_three_runs_submitted_at_once_run_one_after_another_and_wait_without_a_process(server):
+    run_ids = [launch_everything(server) for _ in range(3)]
+    samples = []  # (when, the runs' statuses, the run processes then)
+    while not all_finished(server, run_ids):
+        samples.append((time.time(), statuses(server, run_ids), run_processes(server.project)))
+        time.sleep(SAMPLE_SECONDS)
+    assert statuses(server, run_ids) == ["SUCCESS"] * 3
+    assert sum("QUEUED" in status for _, status, _ in samples) > len(samples) / 2
+
+    # Never two writers: no sample saw two runs in progress or two dbt builds.
+    assert max(sum(s in {"STARTING", "STARTED"} for s in status) for _, status, _ in samples) == 1
+    assert max(len(processes.dbt_builds) for _, _, processes in samples) == 1
+    # The run storage says the same: each run started after the one before it had ended.
+    times = {run["runId"]: run for run in server.graphql(RUN_TIMES)["runsOrError"]["results"]}
+    windows = sorted((times[run_id]["startTime"], times[run_id]["endTime"]) for run_id in run_ids)
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(windows))
+    # Waiting costs nothing: a run's worker process appears only once the run before it has
+    # ended (Dagster's multiprocess executor would spin a core on a pool slot while it waited).
+    first_seen = {}
+    for when, _, processes in samples:
+        for pid in processes.run_workers:
+            first_seen.setdefault(pid, when)
+    assert len(first_seen) == 3
+    appeared = sorted(first_seen.values())
+    assert all(
+        appeared_at > previous_end
+        for appeared_at, (_, previous_end) in zip(appeared[1:], windows[:-1], strict=True)
+    )
+    assert warehouse_rows(server.project) == WHOLE_MARTS
+
+
+@pytest.mark.parametrize("victim", ["run worker", "dbt step process"])
+def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeeds(server, victim):
+    killed_run, next_run = launch_everything(server), launch_everything(server)
+    dbt_running = wait_for(
+        "the first run's dbt build to start",
+        lambda: run_processes(server.project).dbt_builds and run_processes(server.project),
+        RUN_SECONDS,
+        every=0.2,
+    )
+    assert statuses(server, [killed_run, next_run]) == ["STARTED", "QUEUED"]
+    pid = (dbt_running.run_workers if victim == "run worker" else dbt_running.steps)[0]
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    wait_for(
+        "the next run to start",
+        lambda: statuses(server, [killed_run, next_run])[1] != "QUEUED",
+        RECOVERY_BOUND_SECONDS,
+        every=0.2,
+    )
+    recovered_after = time.monotonic() - killed_at
+    print(f"{victim} killed: the next run started {recovered_after:.1f} s later")
+    assert statuses(server, [killed_run])[0] == "FAILURE"
+    assert recovered_after < RECOVERY_BOUND_SECONDS
+    wait_for("the next run to finish", lambda: all_finished(server, [next_run]), RUN_SECONDS)
+    assert statuses(server, [killed_run, next_run]) == ["FAILURE", "SUCCESS"]
+    # The killed build's dbt process (orphaned, still writing) finished or gave the file back:
+    # the next build waited for it, and the warehouse holds whole tables.
+    assert warehouse_rows(server.project) == WHOLE_MARTS
