@@ -3,7 +3,9 @@
 `nox -l` lists the sessions; `nox` runs the default ones (lint, check, tests).
 """
 
+import argparse
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -114,6 +116,26 @@ def bench(session: nox.Session) -> None:
     """Benchmark against the stock alternatives (100-5,000 models); `-- --quick`, `-- --json F`."""
     install_locked(session)
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """The policies against the README's model, longer: `-- --examples N [--seed S]`."""
+    install_locked(session)
+    parser = argparse.ArgumentParser(prog="nox -s fuzz --")
+    parser.add_argument("--examples", type=int, default=500, help="random sequences to run")
+    parser.add_argument("--seed", type=int, default=random.randrange(2**32), help="to replay")
+    args = parser.parse_args(session.posargs)
+    session.log(
+        f"seed {args.seed}; replay: nox -s fuzz -- --examples {args.examples} --seed {args.seed}"
+    )
+    session.run(
+        "pytest",
+        "tests/test_policy_interleavings.py",
+        "-s",
+        f"--hypothesis-seed={args.seed}",
+        env={"POLICY_FUZZ_EXAMPLES": str(args.examples)},
+    )
 
 
 @nox.session(python=PYTHON, default=False)

@@ -10,6 +10,7 @@ from harness import (
     SEEDS,
     TABLES,
     VIEWS,
+    build_defs,
     copy_dbt_project,
     edit_sql,
     end_run,
@@ -91,6 +92,31 @@ def test_table_running_at_the_tick_is_not_requested_again_that_day(
 
     end_run(built_instance, running)
     assert [ticker.tick(after=3 * HOUR) for _ in range(5)] == [set()] * 5  # to 21:02
+
+
+def test_cron_tick_right_after_a_tables_request_requests_it_again(
+    dbt_project, built_instance, before_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, before_daily_tick)  # 05:02
+    ticker.defs = build_defs(dbt_project, cron_by_path={"marts": "*/15 * * * *"})
+    at = before_daily_tick.replace
+    assert ticker.tick_at(at(minute=14)) == set()
+    running = start_run(defs, built_instance, ["stg_orders"])
+    # 05:15 passed: customer_orders and order_summary wait for stg_orders; customer_segments
+    # reads customer_orders only, which is not running.
+    assert ticker.tick_at(at(minute=15, second=30)) == {"customer_segments"}
+    materialize(defs, built_instance, ["stg_orders"])
+    end_run(built_instance, running)
+    assert ticker.tick_at(at(minute=29, second=30)) == {"customer_orders", "order_summary"}
+    materialize(defs, built_instance, ["customer_orders", "order_summary"])
+    # 05:30 passed before the next evaluation: every mart is due again, the two requested at
+    # 05:29:30 too.
+    assert ticker.tick_at(at(minute=30, second=30)) == {
+        "customer_orders",
+        "customer_segments",
+        "order_summary",
+    }
+    assert ticker.tick_at(at(minute=31, second=30)) == set()
 
 
 SOURCES_YML = """

@@ -54,6 +54,31 @@ def test_edited_view_sql_requests_that_view_only_once(
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
 
 
+def test_parent_update_right_after_the_views_request_requests_it_again(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    materialize(defs, built_instance, ["raw_customers"])
+    assert ticker.tick() == {"stg_customers"}  # T
+    materialize(defs, built_instance, ["stg_customers"])  # the requested run builds the view
+    materialize(defs, built_instance, ["raw_customers"])  # the seed lands again before T+1
+    assert ticker.tick() == {"stg_customers"}  # T+1: the second update is not spent by T
+    assert ticker.tick() == set()
+
+
+def test_sql_edit_right_after_the_views_request_requests_it_again(
+    dbt_project, built_instance, after_daily_tick
+):
+    defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    materialize(defs, built_instance, ["raw_customers"])
+    assert ticker.tick() == {"stg_customers"}  # T
+    materialize(defs, built_instance, ["stg_customers"])
+    add_comment(dbt_project, "stg_customers")  # edited and reloaded before T+1
+    ticker.defs = reload_defs(dbt_project)
+    assert ticker.tick() == {"stg_customers"}  # T+1
+    assert ticker.tick() == set()
+
+
 def test_view_waits_while_it_runs_and_a_parent_update_meanwhile_is_not_lost(
     dbt_project, built_instance, after_daily_tick
 ):

@@ -24,7 +24,24 @@ DEFAULT_TIMEZONE = "UTC"
 def _changed() -> dg.AutomationCondition:
     # any_deps_updated() is about the parents (newly_updated() would be about the view itself),
     # and ignores a parent update made by a run that also built this view.
-    return AC.code_version_changed() | AC.any_deps_updated()
+    return (AC.code_version_changed() | AC.any_deps_updated()).with_label(
+        "SQL changed or a parent updated"
+    )
+
+
+def _spent_by_last_request(fresh_trigger: dg.AutomationCondition) -> dg.AutomationCondition:
+    """The reset of ``fresh_trigger.since(...)``: the asset was requested on the last tick, and
+    no new trigger arrived since.
+
+    ``newly_requested()`` is true on the tick *after* the request; when a trigger arrives in
+    between, ``since()`` lets the reset win the tie (dagster-io/dagster#33587) unless both sides
+    carry timestamps, and ``|`` and ``&`` drop them (``any_deps_updated()`` has none): the
+    trigger would be spent by a request made before it. Excluding a fresh trigger from the
+    reset keeps it, whatever the clock.
+    """
+    return (AC.newly_requested() & ~fresh_trigger).with_label(
+        "requested on the last tick, no new trigger since"
+    )
 
 
 def _safe_to_run() -> dg.AutomationCondition:
@@ -52,6 +69,9 @@ def refresh_on_change() -> dg.AutomationCondition:
     - only a request spends a parent update or an SQL edit: a run started by hand may have read
       the parent before it updated, so a view built by hand while such a trigger waits is
       still requested once (a view built by hand is no longer new, though);
+    - a request spends only the triggers that came before it: one that arrives between the
+      request and the next tick (the view's run has started, or is already done) requests the
+      view again;
     - a failed run is not retried: only a new trigger requests the view again.
     """
     # A parent update or an edit is spent only by a request: spending it on the view's own
@@ -60,7 +80,7 @@ def refresh_on_change() -> dg.AutomationCondition:
     # trigger tree on every view on every tick.
     changed = (
         _changed()
-        .since(AC.newly_requested())
+        .since(_spent_by_last_request(_changed()))
         .with_label("SQL changed or a parent updated since last requested")
     )
     # Being new is spent by any build, or building everything by hand would leave every view
@@ -85,18 +105,33 @@ def refresh_daily(
     - it does not wait for parents to update since the tick (Dagster's ``on_cron()`` does, and
       so never fires below a view that rarely changes or a dbt source Dagster never updates);
     - a run of the asset already in progress at the tick counts as that tick's refresh;
+    - a request spends only the ticks before it: a tick that passes between the request and the
+      next evaluation (a table that waited for a running parent, requested just before the next
+      tick of a frequent cron) requests it again;
     - while a parent is running the request waits, so a table is built after the parent it
       reads; parents due on the same tick are requested with it, in one run, in dbt's order;
     - a failed run is not retried before the next tick.
     """
     tick = AC.cron_tick_passed(cron, timezone)
-    # `since` evaluates its reset on every asset on every tick; asking the run storage whether
-    # the asset is in progress only on the tick itself keeps a steady-state tick cheap.
-    running_at_tick = (tick & AC.in_progress()).with_label("already running at the tick")
-    due = tick.since(AC.newly_requested() | running_at_tick).with_label(
+    # A request spends the ticks before it. A tick that passes between a request and the next
+    # evaluation makes both sides true; since() then compares their timestamps (the tick's
+    # time, the request's evaluation time) and the later one wins. The same comparison keeps a
+    # tick that fell exactly on the evaluation that requested it from counting again on the
+    # next one (cron_tick_passed() is true for a tick at the previous evaluation's very time).
+    due = tick.since(AC.newly_requested()).with_label(
         f"'{cron}' ({timezone}) tick passed since last requested"
     )
-    return (due & _safe_to_run()).with_label(f"refresh on cron '{cron}' ({timezone})")
+    # A run in progress at the tick is that tick's refresh: the tick waits for the next one
+    # that passes while the asset is not running. Asking the run storage whether the asset is
+    # in progress only on a tick keeps a steady-state tick cheap.
+    running_at_tick = (tick & AC.in_progress()).with_label("running at the tick")
+    idle_at_tick = (tick & ~AC.in_progress()).with_label("not running at the tick")
+    refreshed_by_a_running_run = running_at_tick.since(idle_at_tick).with_label(
+        "the last tick passed while it was running"
+    )
+    return (due & ~refreshed_by_a_running_run & _safe_to_run()).with_label(
+        f"refresh on cron '{cron}' ({timezone})"
+    )
 
 
 def sketch_view_policy() -> dg.AutomationCondition:

@@ -1,0 +1,393 @@
+"""The policies under random interleavings, checked tick by tick against the README's model.
+
+A Hypothesis state machine drives a real Dagster instance and the project's real conditions
+(the component's definitions of a copy of the shipped dbt project, with one table on a
+`*/15` cron through `cron_by_tag`) through random sequences of: runs of any assets that
+succeed, fail part-way or stay in progress and end later; the sensor's own requests run;
+SQL edits of views and tables (a new code version); a view and a table added to the project;
+the clock moving across cron ticks; and evaluations. After every evaluation, the set of
+requested assets must equal `policy_model.ReferenceModel`'s, exactly.
+
+Runs are reported to the instance as Dagster records a launched run (its asset selection, its
+planned and reported materializations, its end) without running dbt, so hundreds of sequences
+run in minutes; `test_policies_match_the_model_with_real_dbt_runs` runs dbt for real.
+
+A failure prints the shrunk sequence as a timeline, in the form `nox -s demo` prints.
+`nox -s fuzz -- --examples N` runs longer, with a random seed that it prints.
+"""
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections import Counter
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventType,
+    StepMaterializationData,
+)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from policy_model import DAILY, EVERY_15_MINUTES, ModelAsset, ReferenceModel
+
+from harness import (
+    SHIPPED_DBT_PROJECT,
+    build_defs,
+    copy_dbt_project,
+    materialize,
+    parse,
+)
+
+# CI: a fixed seed and a budget that fits `nox -s tests`; `nox -s fuzz` sets both.
+EXAMPLES = int(os.environ.get("POLICY_FUZZ_EXAMPLES", "40"))
+RANDOM_SEED = "POLICY_FUZZ_EXAMPLES" in os.environ
+# Twenty minutes before the daily tick, and never on a minute: see `policy_model.latest_cron_tick`.
+START = datetime(2031, 3, 4, 5, 40, 7, tzinfo=UTC)
+FREQUENT_TAG = "frequent"
+FREQUENT_TABLE = "order_summary"
+ADDED_VIEW, ADDED_TABLE = "stg_customer_countries", "country_counts"
+ADDED_MODELS = {
+    f"staging/{ADDED_VIEW}.sql": "select distinct country from {{ ref('stg_customers') }}\n",
+    f"marts/{ADDED_TABLE}.sql": (
+        f"select country, count(*) as customers from {{{{ ref('{ADDED_VIEW}') }}}} group by 1\n"
+    ),
+}
+# Within the sensor's usual pace (to and across a `*/15` tick), and across the daily tick.
+SHORT_STEPS = [
+    timedelta(seconds=30),
+    timedelta(minutes=1),
+    timedelta(minutes=7),
+    timedelta(minutes=15),
+]
+LONG_STEPS = [timedelta(hours=3), timedelta(hours=20)]
+OPEN_RUNS_AT_MOST = 2
+ASSET_JOB = "__ASSET_JOB"
+TALLY: Counter[str] = Counter()  # over all the sequences of one test
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# A run's targets, as indexes into the project's sorted asset names (so they shrink well).
+PICKS = st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=4)
+# None: the run succeeds; N: it fails after building its first N targets, in dbt's order.
+FAILURES = st.none() | st.integers(min_value=0, max_value=4)
+
+
+def fuzz_projects(folder: Path, source: Path) -> tuple[Path, Path]:
+    """Two parsed copies of the shipped dbt project: with `order_summary` tagged for the `*/15`
+    cron, and the same with a view and a table added."""
+    base = copy_dbt_project(folder / "base" / "analytics_dbt", source=source)
+    sql = base / "models" / "marts" / f"{FREQUENT_TABLE}.sql"
+    sql.write_text(f"{{{{ config(tags=['{FREQUENT_TAG}']) }}}}\n{sql.read_text()}")
+    extended = copy_dbt_project(folder / "extended" / "analytics_dbt", source=base)
+    for path, model_sql in ADDED_MODELS.items():
+        (extended / "models" / path).write_text(model_sql)
+    parse(base)
+    parse(extended)
+    return base, extended
+
+
+def policy_defs(project: Path) -> dg.Definitions:
+    return build_defs(project, cron_by_tag={FREQUENT_TAG: EVERY_15_MINUTES})
+
+
+def model_assets(defs: dg.Definitions) -> list[ModelAsset]:
+    """What the model is told of the project: each asset's parents and its materialization."""
+    graph = defs.resolve_asset_graph()
+    assets = []
+    for key in graph.materializable_asset_keys:
+        node, name = graph.get(key), key.to_user_string()
+        is_view = node.tags.get("dagster/materialization") == "view"
+        cron = None if is_view else EVERY_15_MINUTES if name == FREQUENT_TABLE else DAILY
+        parents = frozenset(parent.to_user_string() for parent in node.parent_keys)
+        assets.append(ModelAsset(name, parents, is_view, cron))
+    return assets
+
+
+def with_code_versions(defs: dg.Definitions, versions: dict[str, str]) -> dg.Definitions:
+    """The definitions with these assets' code versions changed, as an SQL edit changes them."""
+    return defs.map_asset_specs(
+        func=lambda spec: (
+            spec.replace_attributes(code_version=versions[spec.key.to_user_string()])
+            if spec.key.to_user_string() in versions
+            else spec
+        )
+    )
+
+
+def report(instance: dg.DagsterInstance, run: dg.DagsterRun, event: DagsterEventType, data=None):
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=event.value, job_name=run.job_name, event_specific_data=data),
+        run_id=run.run_id,
+    )
+
+
+class PolicyInterleavings(RuleBasedStateMachine):
+    """One sequence: a fresh instance, the shipped project, and the model beside them."""
+
+    # The project's definitions before and after the models are added: set by `check()`.
+    base_defs: dg.Definitions
+    extended_defs: dg.Definitions
+    real_dbt = False
+
+    open_runs = Bundle("open_runs")
+
+    def __init__(self):
+        super().__init__()
+        self.stack = ExitStack()
+        self.instance = self.stack.enter_context(dg.instance_for_test(temp_dir=self.home()))
+        self.project_defs = self.base_defs
+        self.versions: dict[str, str] = {}
+        self._defs_key, self._defs = None, self.project_defs
+        self.now = START
+        self.model = ReferenceModel()
+        self.model.define(model_assets(self.project_defs))
+        self.cursor = None
+        self.last_requested: set[str] = set()
+        self.run_numbers = itertools.count(1)
+        self.timeline: list[str] = []
+        if self.real_dbt:
+            warehouse = Path(os.environ["DBT_DUCKDB_PATH"])
+            warehouse.unlink(missing_ok=True)
+            warehouse.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+
+    def home(self) -> str:
+        """A DAGSTER_HOME for this sequence's SQLite instance, in memory where the machine has a
+        tmpfs: the same storage, without a disk sync for each of the thousands of events."""
+        in_memory = Path("/dev/shm")
+        folder = tempfile.mkdtemp(dir=in_memory if in_memory.is_dir() else None)
+        self.stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        return folder
+
+    def teardown(self):
+        self.stack.close()
+
+    # -- what a person, the sensor's runs and the clock do between two evaluations ---------
+
+    def say(self, what: str) -> None:
+        self.timeline.append(f"{self.now:%a %H:%M:%S}  {what}")
+
+    @property
+    def defs(self) -> dg.Definitions:
+        key = (id(self.project_defs), tuple(sorted(self.versions.items())))
+        if self._defs_key != key:
+            self._defs_key, self._defs = key, with_code_versions(self.project_defs, self.versions)
+        return self._defs
+
+    @property
+    def asset_names(self) -> list[str]:
+        return sorted(asset.name for asset in self.model.assets.values())
+
+    def in_dependency_order(self, names) -> list[str]:
+        return [name for name in self.model.in_dependency_order() if name in names]
+
+    def start(self, targets: list[str]) -> tuple[str, dg.DagsterRun]:
+        """A run of the asset job for `targets`, recorded as a launched one is: its asset
+        selection (what `any_deps_updated()` reads) and its planned materializations (what
+        `in_progress()` reads)."""
+        run = self.instance.add_run(
+            dg.DagsterRun(
+                job_name=ASSET_JOB,
+                status=dg.DagsterRunStatus.STARTED,
+                asset_selection=frozenset(dg.AssetKey(name) for name in targets),
+            )
+        )
+        for name in targets:
+            data = AssetMaterializationPlannedData(dg.AssetKey(name))
+            report(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, data)
+        label = f"run {next(self.run_numbers)}"
+        self.model.run_started(run.run_id, targets)
+        return label, run
+
+    def end(self, run: dg.DagsterRun, built: list[str], succeeded: bool) -> None:
+        for name in built:
+            data = StepMaterializationData(dg.AssetMaterialization(asset_key=name))
+            report(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
+        status = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
+        report(self.instance, run, status)
+        self.model.run_ended(run.run_id, built)
+
+    def run_now(self, targets: list[str], built_before_failing: int | None, who: str) -> None:
+        """A run that starts and ends between two evaluations."""
+        targets = self.in_dependency_order(targets)
+        if self.real_dbt and built_before_failing is None:
+            self.run_dbt(targets, who)
+            return
+        label, run = self.start(targets)
+        built = targets if built_before_failing is None else targets[:built_before_failing]
+        self.end(run, built, succeeded=built_before_failing is None)
+        self.say(f"{who:<6} {label} of {_listed(targets)}: {_outcome(built, targets)}")
+
+    def run_dbt(self, targets: list[str], who: str) -> None:
+        """A real dbt build of the targets, as a launched run records it."""
+        result = materialize(
+            self.defs, self.instance, targets, raise_on_error=False, run_config=QUIET
+        )
+        built = [
+            event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+        ]
+        TALLY["real dbt builds"] += 1
+        self.model.run_started(result.run_id, targets)
+        self.model.run_ended(result.run_id, built)
+        self.say(f"{who:<6} dbt build {_listed(targets)}: {_outcome(built, targets)}")
+
+    @initialize(build_first=st.booleans())
+    def begin(self, build_first):
+        self.say("start  a fresh instance")
+        if build_first:
+            self.run_now(self.asset_names, None, "you")
+
+    @rule(picks=PICKS, failure=FAILURES)
+    def run_by_hand(self, picks, failure):
+        names = self.asset_names
+        self.run_now(sorted({names[pick % len(names)] for pick in picks}), failure, "you")
+
+    @precondition(lambda self: self.last_requested)
+    @rule(failure=FAILURES)
+    def run_the_sensors_request(self, failure):
+        targets, self.last_requested = sorted(self.last_requested), set()
+        self.run_now(targets, failure, "sensor")
+
+    @precondition(lambda self: len(self.model.running) < OPEN_RUNS_AT_MOST)
+    @rule(
+        target=open_runs,
+        picks=st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=3),
+    )
+    def start_a_run(self, picks):
+        names = self.asset_names
+        targets = self.in_dependency_order({names[pick % len(names)] for pick in picks})
+        label, run = self.start(targets)
+        self.say(f"you    {label} of {_listed(targets)} starts")
+        return (label, run, targets)
+
+    @precondition(lambda self: self.last_requested and len(self.model.running) < OPEN_RUNS_AT_MOST)
+    @rule(target=open_runs)
+    def the_sensors_request_starts(self):
+        targets = self.in_dependency_order(self.last_requested)
+        self.last_requested = set()
+        label, run = self.start(targets)
+        self.say(f"sensor {label} of {_listed(targets)} starts")
+        return (label, run, targets)
+
+    @rule(started=consumes(open_runs), failure=FAILURES)
+    def a_run_ends(self, started, failure):
+        label, run, targets = started
+        built = targets if failure is None else targets[:failure]
+        self.end(run, built, succeeded=failure is None)
+        self.say(f"       {label} ends: {_outcome(built, targets)}")
+
+    @rule(pick=st.integers(min_value=0, max_value=20))
+    def edit_sql(self, pick):
+        names = self.asset_names
+        name = names[pick % len(names)]
+        self.versions[name] = f"edit-{len(self.timeline)}"
+        self.model.edit(name)
+        self.say(f"you    edit {name}.sql and reload")
+
+    @precondition(lambda self: self.project_defs is self.base_defs)
+    @rule()
+    def add_models(self):
+        self.project_defs = self.extended_defs
+        self.model.define(model_assets(self.project_defs))
+        self.say(f"you    add {ADDED_VIEW} (a view) and {ADDED_TABLE} (a table), and reload")
+
+    @rule(step=st.sampled_from(SHORT_STEPS))
+    def tick(self, step):
+        self.evaluate_after(step)
+
+    @rule(step=st.sampled_from(LONG_STEPS))
+    def tick_hours_later(self, step):
+        self.evaluate_after(step)
+
+    def evaluate_after(self, step: timedelta) -> None:
+        self.now += step
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        requested = {
+            key.to_user_string()
+            for key in self.defs.resolve_asset_graph().materializable_asset_keys
+            if result.get_num_requested(key)
+        }
+        expected = self.model.tick(self.now)
+        TALLY["ticks evaluated"] += 1
+        self.last_requested = requested
+        self.say(f"tick   requested: {_listed(requested)}")
+        if requested != expected:
+            raise AssertionError(
+                "\n".join(
+                    [
+                        "the policies and the README's model disagree:",
+                        *self.timeline,
+                        f"                the model expected: {_listed(expected)}",
+                    ]
+                )
+            )
+
+
+def _listed(names) -> str:
+    return ", ".join(sorted(names)) or "nothing"
+
+
+def _outcome(built: list[str], targets: list[str]) -> str:
+    if built == targets:
+        return "succeeded"
+    return f"FAILED after building {_listed(built)}" if built else "FAILED"
+
+
+class PolicyInterleavingsWithRealDbt(PolicyInterleavings):
+    """The same, but every run that succeeds runs dbt for real on a DuckDB file."""
+
+    real_dbt = True
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("interleavings")
+    with pytest.MonkeyPatch.context() as env:
+        # One DuckDB file for both projects (a model added keeps the tables built before),
+        # named the same for the parse and the runs, so dbt's partial parse stays valid.
+        env.setenv("DBT_DUCKDB_PATH", str(folder / "warehouse" / "analytics.duckdb"))
+        (folder / "warehouse").mkdir()
+        yield fuzz_projects(folder, SHIPPED_DBT_PROJECT)
+
+
+def check(machine: type[PolicyInterleavings], projects, examples: int, steps: int) -> None:
+    machine.base_defs, machine.extended_defs = (policy_defs(project) for project in projects)
+    TALLY.clear()
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            derandomize=not RANDOM_SEED,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    print(f"{machine.__name__}: {examples} sequences, {dict(TALLY)}")
+
+
+def test_policies_match_the_model_under_random_interleavings(projects):
+    check(PolicyInterleavings, projects, examples=EXAMPLES, steps=40)
+
+
+def test_policies_match_the_model_with_real_dbt_runs(projects):
+    check(PolicyInterleavingsWithRealDbt, projects, examples=max(3, EXAMPLES // 20), steps=20)
+    assert TALLY["real dbt builds"] > 0
+    assert TALLY["ticks evaluated"] > 0
