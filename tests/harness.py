@@ -1,6 +1,7 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,14 @@ ALL_ASSETS = SEEDS | VIEWS | TABLES
 # `ready()` leaves the ticker two evaluations, a minute apart, after the clock it was given.
 TICK = timedelta(minutes=1)
 TICKS_IN_READY = 2
+
+
+def readme_block(name: str) -> str:
+    """The bash block the README marks `<!-- name -->`: a command a test runs as written."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {name} -->\n```bash\n(.*?)```\n<!-- /{name} -->", readme, re.S)
+    assert match, f"README has no {name} block"
+    return match.group(1)
 
 
 def copy_dbt_project(

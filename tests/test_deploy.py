@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
+from dagster._core.instance.config import PoolGranularity
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresRunStorage
 
@@ -59,7 +60,7 @@ def test_prod_target_without_a_database_fails_naming_the_variable(tmp_path):
     assert "DBT_DUCKDB_PATH" in parsed.stdout + parsed.stderr
 
 
-def test_deploy_instance_config_is_postgres_with_a_run_queue_and_the_local_pool_limit(
+def test_deploy_instance_config_is_postgres_with_a_run_queue_and_the_local_pool_rules(
     tmp_path, postgres_url, monkeypatch
 ):
     home = tmp_path / "dagster_home"
@@ -69,8 +70,16 @@ def test_deploy_instance_config_is_postgres_with_a_run_queue_and_the_local_pool_
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
-        pool_limit = instance.get_concurrency_config().pool_config.default_pool_limit
-    assert pool_limit == LOCAL_INSTANCE_CONFIG["concurrency"]["pools"]["default_limit"] == 1
+        pools = instance.get_concurrency_config().pool_config
+        # A worker pod that dies is noticed (the code server does not host it), and its run
+        # marked FAILURE, which frees the pool.
+        assert instance.run_monitoring_enabled
+    assert (
+        pools.default_pool_limit == LOCAL_INSTANCE_CONFIG["concurrency"]["pools"]["default_limit"]
+    )
+    assert pools.default_pool_limit == 1
+    assert pools.pool_granularity == PoolGranularity.RUN
+    assert LOCAL_INSTANCE_CONFIG["concurrency"]["pools"]["granularity"] == "run"
     # The connection, password included, comes only from the environment.
     config = yaml.safe_load(DEPLOY_INSTANCE_CONFIG.read_text())
     assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}

@@ -7,8 +7,10 @@ the only runs are the ones a test launches.
 """
 
 import itertools
+import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from harness import copy_dagster_project
+from harness import copy_dagster_project, readme_block
 from live_server import DevServer, kill_leftovers, run_processes, runs, wait_for
 
 pytestmark = pytest.mark.live
@@ -25,6 +27,7 @@ RUN_SECONDS = 240
 # The code server checks its run workers every 0.5 s and marks a dead one's run FAILURE; the
 # queue looks again every 5 s (dagster's dequeue interval). We promise well under a minute.
 RECOVERY_BOUND_SECONDS = 30
+DEQUEUE_SECONDS = 5  # how often Dagster's run queue looks at its queued runs
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 SAMPLE_SECONDS = 0.5
 WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
@@ -47,6 +50,17 @@ INSTIGATORS = """
 """
 STOP_SENSOR = "mutation Stop($id: String!) { stopSensor(id: $id) { __typename } }"
 STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
+MATERIALIZE_EVERYTHING_FROM_THE_CLI = (
+    *("dagster", "asset", "materialize", "--select", "*"),
+    *("-m", "dbt_automation_demo.definitions"),
+)
+TERMINATE = """
+mutation Terminate($runId: String!, $policy: TerminateRunPolicy) {
+  terminateRun(runId: $runId, terminatePolicy: $policy) {
+    __typename ... on TerminateRunFailure { message } ... on PythonError { message }
+  }
+}
+"""
 RUN_TIMES = """
 { runsOrError { ... on Runs { results { runId status startTime endTime } } } }
 """
@@ -155,4 +169,62 @@ def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeed
     assert statuses(server, [killed_run, next_run]) == ["FAILURE", "SUCCESS"]
     # The killed build's dbt process (orphaned, still writing) finished or gave the file back:
     # the next build waited for it, and the warehouse holds whole tables.
+    assert warehouse_rows(server.project) == WHOLE_MARTS
+
+
+def test_a_run_cancelled_mid_build_ends_canceled_and_the_next_queued_run_succeeds(server):
+    cancelled_run, next_run = launch_everything(server), launch_everything(server)
+    wait_for(
+        "the first run's dbt build to start",
+        lambda: run_processes(server.project).dbt_builds,
+        RUN_SECONDS,
+        every=0.2,
+    )
+    result = server.graphql(TERMINATE, runId=cancelled_run, policy="SAFE_TERMINATE")
+    assert result["terminateRun"]["__typename"] == "TerminateRunSuccess", result
+    wait_for("the next run to finish", lambda: all_finished(server, [next_run]), RUN_SECONDS)
+    assert statuses(server, [cancelled_run, next_run]) == ["CANCELED", "SUCCESS"]
+    assert warehouse_rows(server.project) == WHOLE_MARTS
+
+
+def test_a_cli_run_killed_mid_build_holds_the_queue_until_marked_canceled(server):
+    """`dagster asset materialize` runs in its own process, outside the queue: nothing watches
+    it, so killed it stays STARTED and the queue keeps waiting for it, until someone marks it
+    canceled with the README's command."""
+    cli = subprocess.Popen(
+        [
+            "dagster",
+            "asset",
+            "materialize",
+            "--select",
+            "*",
+            "-m",
+            "dbt_automation_demo.definitions",
+        ],
+        cwd=server.project,
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(
+        "the CLI run's dbt build to start",
+        lambda: run_processes(server.project).dbt_builds,
+        RUN_SECONDS,
+        every=0.2,
+    )
+    cli.kill()
+    cli.wait()
+    (dead_run,) = [run["runId"] for run in runs(server) if run["status"] == "STARTED"]
+    next_run = launch_everything(server)
+    time.sleep(3 * DEQUEUE_SECONDS)  # the queue looks three times, and waits for the dead run
+    assert statuses(server, [dead_run, next_run]) == ["STARTED", "QUEUED"]
+
+    command = readme_block("cancel-dead-run").replace("RUN_ID", dead_run)
+    command = command.replace("http://127.0.0.1:3000", server.url)
+    answer = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+    assert json.loads(answer.stdout) == {
+        "data": {"terminateRun": {"__typename": "TerminateRunSuccess"}}
+    }
+    wait_for("the next run to finish", lambda: all_finished(server, [next_run]), RUN_SECONDS)
+    assert statuses(server, [dead_run, next_run]) == ["CANCELED", "SUCCESS"]
     assert warehouse_rows(server.project) == WHOLE_MARTS

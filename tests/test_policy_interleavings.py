@@ -16,6 +16,8 @@ A failure prints the shrunk sequence as a timeline, in the form `nox -s demo` pr
 `nox -s fuzz -- --examples N` runs longer, with a random seed that it prints.
 """
 
+import contextlib
+import io
 import itertools
 import os
 import shutil
@@ -79,7 +81,7 @@ LONG_STEPS = [timedelta(hours=3), timedelta(hours=20)]
 OPEN_RUNS_AT_MOST = 2
 ASSET_JOB = "__ASSET_JOB"
 TALLY: Counter[str] = Counter()  # over all the sequences of one test
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # A run's targets, as indexes into the project's sorted asset names (so they shrink well).
 PICKS = st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=4)
 # None: the run succeeds; N: it fails after building its first N targets, in dbt's order.
@@ -233,9 +235,10 @@ class PolicyInterleavings(RuleBasedStateMachine):
 
     def run_dbt(self, targets: list[str], who: str) -> None:
         """A real dbt build of the targets, as a launched run records it."""
-        result = materialize(
-            self.defs, self.instance, targets, raise_on_error=False, run_config=QUIET
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # dbt's log; the outcome is below
+            result = materialize(
+                self.defs, self.instance, targets, raise_on_error=False, run_config=QUIET
+            )
         built = [
             event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
         ]

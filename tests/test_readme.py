@@ -3,16 +3,9 @@
 import re
 import subprocess
 
-from harness import ALL_ASSETS, REPO_ROOT
+from harness import ALL_ASSETS, REPO_ROOT, readme_block
 
-README = (REPO_ROOT / "README.md").read_text()
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
-
-
-def readme_block(name: str) -> str:
-    match = re.search(rf"<!-- {name} -->\n```bash\n(.*?)```\n<!-- /{name} -->", README, re.S)
-    assert match, f"README has no {name} block"
-    return match.group(1)
 
 
 def test_ci_runs_the_readme_quick_start_as_written():
