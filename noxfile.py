@@ -4,6 +4,7 @@
 """
 
 import argparse
+import glob
 import os
 import random
 import shutil
@@ -62,12 +63,36 @@ def check(session: nox.Session) -> None:
     session.run("dg", "check", "defs")
 
 
+def missing_test_prerequisites(
+    path: str | None = None,
+    postgres_servers: str = "/usr/lib/postgresql/*/bin/pg_ctl",
+    chromium: str = os.environ.get("CHROMIUM", "/usr/bin/chromium"),  # as the browser test
+) -> list[str]:
+    """The system programs `nox -s tests` needs that this machine lacks, each with how to
+    install it (Nix is optional: the two tests that use it are skipped without it)."""
+    needed = {
+        "a PostgreSQL server (initdb, pg_ctl): `sudo apt-get install postgresql` on "
+        "Debian/Ubuntu, `brew install postgresql@16` on macOS": glob.glob(postgres_servers)
+        or shutil.which("pg_ctl", path=path),
+        f"Chromium, for the browser test (set CHROMIUM to its path if it is not {chromium}): "
+        "`sudo apt-get install chromium` on Debian/Ubuntu, `brew install --cask chromium` on "
+        "macOS": shutil.which(chromium, path=path),
+        "curl, which a README command the tests run uses: `sudo apt-get install curl`": (
+            shutil.which("curl", path=path)
+        ),
+    }
+    return [what for what, found in needed.items() if not found]
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (real Dagster, dbt and DuckDB); pass pytest arguments after --."""
+    missing = missing_test_prerequisites()
+    if missing:
+        session.error("nox -s tests needs:\n" + "\n".join(f"- {what}" for what in missing))
     install_locked(session)
     # Two workers; a file's tests stay on one worker (the live tests share one dev server).
-    session.run("pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
+    session.run("pytest", "-n", "2", "--dist", "loadfile", "--durations=10", *session.posargs)
 
 
 @nox.session(python=PYTHON)

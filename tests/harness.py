@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from dbt_automation_demo import replay
 from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tests)
@@ -130,3 +131,27 @@ def started_commands() -> Iterator[list[list[str]]]:
         yield _recordings[-1]
     finally:
         _recordings.pop()
+
+
+SOURCES_YML = """
+version: 2
+sources:
+  - name: shop
+    schema: main
+    tables:
+      - name: external_refunds
+"""
+REFUNDS_SQL = "select count(*) as refund_count from {{ source('shop', 'external_refunds') }}\n"
+
+
+def project_over_a_dbt_source(destination: Path, duckdb_file: Path) -> Path:
+    """The shipped dbt project, parsed, plus a table `refund_totals` over a dbt source that
+    only exists in the DuckDB file (Dagster never materializes a source)."""
+    project = copy_dbt_project(destination)
+    (project / "models" / "sources.yml").write_text(SOURCES_YML)
+    (project / "models" / "marts" / "refund_totals.sql").write_text(REFUNDS_SQL)
+    parse(project)
+    duckdb_file.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(duckdb_file)) as con:
+        con.execute("create table external_refunds as select 1 as refund_id")
+    return project

@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 
-import duckdb
 import pytest
 
 from harness import (
@@ -11,11 +10,10 @@ from harness import (
     TABLES,
     VIEWS,
     build_defs,
-    copy_dbt_project,
     edit_sql,
     end_run,
     materialize,
-    parse,
+    project_over_a_dbt_source,
     ready,
     reload_defs,
     start_run,
@@ -119,30 +117,12 @@ def test_cron_tick_right_after_a_tables_request_requests_it_again(
     assert ticker.tick_at(at(minute=31, second=30)) == set()
 
 
-SOURCES_YML = """
-version: 2
-sources:
-  - name: shop
-    schema: main
-    tables:
-      - name: external_refunds
-"""
-REFUNDS_SQL = "select count(*) as refund_count from {{ source('shop', 'external_refunds') }}\n"
-
-
 def test_table_below_a_dbt_source_still_refreshes_daily(
     tmp_path, duckdb_file, instance, before_daily_tick
 ):
-    project = copy_dbt_project(tmp_path / "with_source")
-    (project / "models" / "sources.yml").write_text(SOURCES_YML)
-    (project / "models" / "marts" / "refund_totals.sql").write_text(REFUNDS_SQL)
-    parse(project)
-    duckdb_file.parent.mkdir(parents=True)
-    with duckdb.connect(str(duckdb_file)) as con:
-        con.execute("create table external_refunds as select 1 as refund_id")
-
+    project = project_over_a_dbt_source(tmp_path / "with_source", duckdb_file)
     _, ticker = ready(project, instance, before_daily_tick)
-    assert "refund_totals" in ticker.tick(after=HOUR)
+    assert ticker.tick(after=HOUR) == ALL_ASSETS | {"refund_totals"}
     assert ticker.tick() == set()
 
 

@@ -5,7 +5,9 @@ from datetime import timedelta
 import pytest
 
 from harness import (
+    Ticker,
     add_comment,
+    build_defs,
     edit_sql,
     end_run,
     materialize,
@@ -159,3 +161,47 @@ def test_failed_view_run_is_not_retried(dbt_project, built_instance, after_daily
 
     materialize(ticker.defs, built_instance, ["raw_orders"])  # a new trigger: its parent updated
     assert ticker.tick() == {"stg_orders"}
+
+
+def test_sql_edit_before_its_seed_exists_requests_nothing_until_the_seed_is_built(
+    dbt_project, instance, after_daily_tick
+):
+    defs = build_defs(dbt_project)
+    ticker = Ticker(defs, instance, after_daily_tick)
+    assert ticker.tick() == set()  # a fresh instance: nothing exists
+    add_comment(dbt_project, "stg_customers")
+    ticker.defs = reload_defs(dbt_project)
+    assert [ticker.tick() for _ in range(2)] == [set(), set()]  # raw_customers is missing
+
+    materialize(ticker.defs, instance, ["raw_customers"])
+    assert ticker.tick() == {"stg_customers"}
+    assert ticker.tick() == set()
+
+
+def test_parent_update_while_another_parent_is_missing_waits_for_it(
+    dbt_project, instance, after_daily_tick
+):
+    (dbt_project / "models" / "staging" / "stg_customer_orders.sql").write_text(
+        "select c.id, count(o.id) as orders from {{ ref('raw_customers') }} as c\n"
+        "left join {{ ref('raw_orders') }} as o on o.customer_id = c.id group by 1\n"
+    )
+    defs = reload_defs(dbt_project)
+    ticker = Ticker(defs, instance, after_daily_tick)
+    assert ticker.tick() == set()
+    materialize(defs, instance, ["raw_customers"])
+    assert [ticker.tick() for _ in range(2)] == [{"stg_customers"}, set()]  # raw_orders missing
+
+    materialize(defs, instance, ["raw_orders"])
+    assert ticker.tick() == {"stg_orders", "stg_customer_orders"}
+    assert ticker.tick() == set()
+
+
+def test_view_built_by_hand_while_its_sql_edit_waits_is_requested_once_more(
+    dbt_project, built_instance, after_daily_tick
+):
+    _, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    add_comment(dbt_project, "stg_orders")
+    ticker.defs = reload_defs(dbt_project)
+    materialize(ticker.defs, built_instance, ["stg_orders"])  # only a request spends the edit
+    assert ticker.tick() == {"stg_orders"}
+    assert ticker.tick() == set()

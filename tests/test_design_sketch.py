@@ -7,7 +7,19 @@ import pytest
 
 from dbt_automation_demo.automation import sketch_table_policy, sketch_view_policy
 from dbt_automation_demo.defs.analytics.component import CustomDbtComponent
-from harness import ALL_ASSETS, SEEDS, TABLES, Ticker, build_defs, materialize, reload_defs
+from harness import (
+    ALL_ASSETS,
+    SEEDS,
+    TABLES,
+    Ticker,
+    build_defs,
+    end_run,
+    materialize,
+    names,
+    project_over_a_dbt_source,
+    reload_defs,
+    start_run,
+)
 
 
 class SketchDbtComponent(CustomDbtComponent):
@@ -20,6 +32,11 @@ class SketchDbtComponent(CustomDbtComponent):
 class EagerDbtComponent(CustomDbtComponent):
     def policy_for(self, node, materialized):
         return dg.AutomationCondition.eager()
+
+
+class MissingOnlyDbtComponent(CustomDbtComponent):
+    def policy_for(self, node, materialized):
+        return dg.AutomationCondition.missing()
 
 
 class OnMissingDbtComponent(CustomDbtComponent):
@@ -78,4 +95,30 @@ def test_stock_conditions_skip_a_view_added_after_the_first_evaluation(
         "select distinct country from {{ ref('raw_customers') }}"
     )
     ticker.defs = reload_defs(dbt_project, component_cls=component_cls)
+    assert "stg_countries" in names(ticker.defs.resolve_asset_graph().materializable_asset_keys)
     assert [ticker.tick(), ticker.tick()] == [set(), set()]
+
+
+def test_missing_alone_requests_on_every_tick_and_again_after_a_failed_run(
+    dbt_project, instance, after_daily_tick
+):
+    defs = build_defs(dbt_project, component_cls=MissingOnlyDbtComponent)
+    ticker = Ticker(defs, instance, after_daily_tick)
+    assert [ticker.tick() for _ in range(3)] == [ALL_ASSETS] * 3
+    failed = start_run(defs, instance, ALL_ASSETS)
+    end_run(instance, failed)  # it built nothing
+    assert ticker.tick() == ALL_ASSETS
+
+
+def test_sketch_table_never_fires_below_a_dbt_source(
+    tmp_path, duckdb_file, instance, before_daily_tick
+):
+    project = project_over_a_dbt_source(tmp_path / "with_source", duckdb_file)
+    defs = build_defs(project, component_cls=SketchDbtComponent)
+    ticker = Ticker(defs, instance, before_daily_tick)
+    ticker.tick()
+    materialize(defs, instance, ALL_ASSETS | {"refund_totals"})  # everything exists
+    ticker.tick()  # sees those updates (on_cron's tick is also spent by the asset's own update)
+    ticks = [ticker.tick(after=timedelta(hours=1)) for _ in range(24)]  # a whole day, 06:00 too
+    assert set().union(*ticks) >= SEEDS  # the cron fired: on_cron requests the seeds ...
+    assert "refund_totals" not in set().union(*ticks)  # ... never the table below the source

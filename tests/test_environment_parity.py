@@ -32,10 +32,16 @@ def require(tool: str) -> None:
         pytest.skip(f"{tool} is not installed")
 
 
+def load_noxfile():
+    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def nox_sessions() -> dict[str, object]:
     """Session name -> its Python, as nox reads the noxfile."""
-    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    load_noxfile()
     return {name: session.python for name, session in nox.registry.get().items()}
 
 
@@ -158,3 +164,19 @@ def test_pre_commit_hooks_use_the_locked_versions_of_locked_tools():
     shared = {name for name in pinned if name in locked}
     assert shared >= {"ruff", "dbt-core", "dbt-duckdb", "check-jsonschema", "json5"}
     assert {name: pinned[name] for name in shared} == {name: locked[name] for name in shared}
+
+
+def test_tests_session_names_each_missing_system_prerequisite_and_how_to_install_it(tmp_path):
+    noxfile = load_noxfile()
+    nothing = str(tmp_path)  # a PATH with no programs, and no PostgreSQL server folder
+    missing = noxfile.missing_test_prerequisites(
+        path=nothing, postgres_servers=f"{nothing}/*", chromium=f"{nothing}/chromium"
+    )
+    assert [what.split(" ", 2)[:2] for what in missing] == [
+        ["a", "PostgreSQL"],
+        ["Chromium,", "for"],
+        ["curl,", "which"],
+    ]
+    assert all("apt-get install" in what for what in missing)
+    assert all("brew install" in what for what in missing[:2])
+    assert noxfile.missing_test_prerequisites() == []  # this machine has them (CI installs them)

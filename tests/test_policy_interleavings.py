@@ -57,7 +57,7 @@ from harness import (
 )
 
 # CI: a fixed seed and a budget that fits `nox -s tests`; `nox -s fuzz` sets both.
-EXAMPLES = int(os.environ.get("POLICY_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("POLICY_FUZZ_EXAMPLES", "100"))
 RANDOM_SEED = "POLICY_FUZZ_EXAMPLES" in os.environ
 # Twenty minutes before the daily tick, and never on a minute: see `policy_model.latest_cron_tick`.
 START = datetime(2031, 3, 4, 5, 40, 7, tzinfo=UTC)

@@ -1,23 +1,32 @@
 """`dagster/materialization` comes from dbt's config and selects assets by what they are."""
 
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from dbt_automation_demo import replay
 from harness import (
+    REPO_ROOT,
     SEEDS,
     TABLES,
     VIEWS,
     Ticker,
     build_defs,
+    copy_dagster_project,
     copy_dbt_project,
     materialize,
     names,
     parse,
+    project_env,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_materialization"
+DAILY_CRON_LINE = '  daily_cron: "0 6 * * *"'
+TIMEZONE_LINE = "  cron_timezone: UTC"
 VIEW_LABEL = "refresh on SQL change or parent update"
 
 
@@ -108,3 +117,103 @@ def test_daily_cron_and_timezone_are_attributes(every_materialization):
         "seed",
         "refresh on cron '30 2 * * *' (Europe/Berlin)",
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (DAILY_CRON_LINE, '  daily_cron: "0 6 * *"', "`daily_cron` = '0 6 * *': '0 6 * *' is"),
+        (
+            TIMEZONE_LINE,
+            "  cron_timezone: Mars/Olympus_Mons",
+            "`cron_timezone` = 'Mars/Olympus_Mons': 'Mars/Olympus_Mons' is not a known IANA",
+        ),
+        (
+            TIMEZONE_LINE,
+            f'{TIMEZONE_LINE}\n  cron_by_tag: {{critical: "*/15 * *"}}',
+            "`cron_by_tag.critical` = '*/15 * *': '*/15 * *' is not a valid cron string",
+        ),
+        (
+            TIMEZONE_LINE,
+            f'{TIMEZONE_LINE}\n  cron_by_path: {{marts/finance: "0 25 * * *"}}',
+            "`cron_by_path.marts/finance` = '0 25 * * *': '0 25 * * *' is not a valid cron",
+        ),
+    ],
+    ids=["daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path"],
+)
+def test_bad_cron_or_timezone_fails_dg_check_defs_naming_file_attribute_and_value(
+    tmp_path, old, new, message
+):
+    project = copy_dagster_project(tmp_path / "project")
+    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+    assert old in defs_yaml.read_text()
+    defs_yaml.write_text(defs_yaml.read_text().replace(old, new))
+    checked = subprocess.run(
+        ["dg", "check", "defs"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+    )
+    output = checked.stdout + checked.stderr
+    assert checked.returncode != 0
+    # What a user reads: Dagster's tree of the project's defs.yaml files, the failing document
+    # marked, then the component's own message with the attribute and the value.
+    assert re.search(r"analytics\n.*defs\.yaml\[0\] \(CustomDbtComponent\) \(error\)", output)
+    assert f"CustomDbtComponent attribute {message}" in output
+
+
+PRECEDENCE_ATTRIBUTES = f"""{TIMEZONE_LINE}
+  cron_by_tag:
+    critical: "*/15 * * * *"
+    batch: "0 4 * * *"
+  cron_by_path:
+    finance: "0 * * * *"
+    finance/reports: "0 2 * * *"
+"""
+PRECEDENCE_MODELS = {
+    # both tags: the first one cron_by_tag lists wins, whatever the model's own order
+    "a_batch_and_critical_table.sql": "{{ config(materialized='table', "
+    "tags=['batch', 'critical']) }} select 1 as id",
+    # a tag beats a path
+    "finance/a_critical_finance_table.sql": "{{ config(materialized='table', "
+    "tags=['critical']) }} select 1 as id",
+    # the longest matching path wins, nested folders included
+    "finance/reports/a_report.sql": "{{ config(materialized='table') }} select 1 as id",
+    # views ignore every cron, tag and path alike
+    "finance/a_critical_finance_view.sql": "{{ config(materialized='view', "
+    "tags=['critical']) }} select 1 as id",
+}
+
+
+def test_cron_precedence_read_from_defs_yaml(tmp_path):
+    project = replay.copy_dagster_project(REPO_ROOT, tmp_path / "project", dbt_project=FIXTURE)
+    for path, sql in PRECEDENCE_MODELS.items():
+        (project / "analytics_dbt" / "models" / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / "analytics_dbt" / "models" / path).write_text(sql + "\n")
+    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+    defs_yaml.write_text(defs_yaml.read_text().replace(TIMEZONE_LINE + "\n", PRECEDENCE_ATTRIBUTES))
+    listed = subprocess.run(
+        ["dg", "list", "defs", "--json"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    labels = {
+        asset["asset_key"]: asset["automation_condition"]["label"]
+        for asset in json.loads(listed.stdout)["assets"]
+    }
+    assert labels == {
+        "a_seed": "refresh on cron '0 6 * * *' (UTC)",
+        "a_view": VIEW_LABEL,
+        "a_table": "refresh on cron '*/15 * * * *' (UTC)",
+        "an_incremental": "refresh on cron '0 4 * * *' (UTC)",
+        "a_snapshot": "refresh on cron '0 6 * * *' (UTC)",
+        "a_finance_table": "refresh on cron '0 * * * *' (UTC)",
+        "a_batch_and_critical_table": "refresh on cron '*/15 * * * *' (UTC)",
+        "a_critical_finance_table": "refresh on cron '*/15 * * * *' (UTC)",
+        "a_report": "refresh on cron '0 2 * * *' (UTC)",
+        "a_critical_finance_view": VIEW_LABEL,
+    }

@@ -74,10 +74,10 @@ def refresh_on_change() -> dg.AutomationCondition:
       view again;
     - a failed run is not retried: only a new trigger requests the view again.
     """
-    # A parent update or an edit is spent only by a request: spending it on the view's own
-    # update too (as eager() does) would lose one that arrived while the view's run was past
-    # reading its parent, and keeping that one apart costs a second copy of the per-parent
-    # trigger tree on every view on every tick.
+    # A parent update or an edit is spent only by a request, and only by one made before it:
+    # spending it on the view's own update too (as eager() does) would lose one that arrived
+    # while the view's run was past reading its parent. The reset repeats the trigger's tree
+    # (its per-parent nodes are evaluated twice per tick): that is the price of the second part.
     changed = (
         _changed()
         .since(_spent_by_last_request(_changed()))
