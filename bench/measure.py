@@ -24,7 +24,10 @@ import yaml
 from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject, DbtProjectComponent
 
-from dbt_automation_demo.defs.analytics.component import CustomDbtComponent, release_duckdb_file
+from dbt_automation_demo.components.custom_dbt_component import (
+    CustomDbtComponent,
+    release_duckdb_file,
+)
 from dbt_automation_demo.replay import (
     copy_dagster_project,
     copy_dbt_project,

@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +104,13 @@ def add_comment(project_dir: Path, model: str) -> None:
     """The smallest SQL edit: a comment changes the file's checksum, so its code version."""
     path = sql_file(project_dir, model)
     path.write_text(path.read_text() + "-- edited by a test\n")
+
+
+def dg_in(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """`dg ARGS` in a `copy_dagster_project()` copy, as a person runs it there."""
+    return subprocess.run(
+        ["dg", *args], cwd=project, env=project_env(project), capture_output=True, text=True
+    )
 
 
 def copy_dagster_project(destination: Path) -> Path:

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from dbt_automation_demo.automation import sketch_table_policy, sketch_view_policy
-from dbt_automation_demo.defs.analytics.component import CustomDbtComponent
+from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
 from harness import (
     ALL_ASSETS,
     SEEDS,

@@ -1,5 +1,6 @@
 """The README's other sessions: `nox -s reset` and `nox -s demo` do what the README says."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -61,3 +62,8 @@ def test_demo_prints_the_timeline_of_the_three_walkthroughs():
         everything,
     ]
     assert "FAILED" not in demo.stdout
+    # Nothing but the timeline: headings, blank lines and "Wed 06:00  what happened" lines (no
+    # warnings from the libraries between them).
+    timeline = re.compile(r"== .+|[A-Z][a-z]{2} \d\d:\d\d  +\S.*|")
+    assert [line for line in demo.stdout.splitlines() if not timeline.fullmatch(line)] == []
+    assert demo.stderr == ""

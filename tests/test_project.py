@@ -11,9 +11,10 @@ import duckdb
 from dagster_dbt import DbtCliResource
 from packaging.version import Version
 
-from dbt_automation_demo.defs.analytics.component import skip_dbt_version_probe
+from dbt_automation_demo.components.custom_dbt_component import skip_dbt_version_probe
 from harness import (
     ALL_ASSETS,
+    REPO_ROOT,
     SEEDS,
     SHIPPED_DBT_PROJECT,
     TABLES,
@@ -177,3 +178,16 @@ def test_committed_seeds_match_their_generator():
     spec.loader.exec_module(generator)
     for name, text in generator.generate().items():
         assert (SHIPPED_DBT_PROJECT / "seeds" / name).read_text() == text, name
+
+
+def test_dg_list_components_lists_both_of_the_projects_components():
+    listed = subprocess.run(
+        ["dg", "list", "components", "--json"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    ours = {
+        item["key"].rsplit(".", 1)[1]
+        for item in json.loads(listed.stdout)["items"]
+        if item["key"].startswith("dbt_automation_demo.")
+    }
+    assert ours == {"CustomDbtComponent", "SafeScheduledJobComponent"}

@@ -1,6 +1,5 @@
 """The hourly schedule skips while the same work is in progress, and never launches a tick twice."""
 
-import subprocess
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -8,8 +7,8 @@ import pytest
 
 from harness import (
     copy_dagster_project,
+    dg_in,
     end_run,
-    project_env,
     record_run,
     start_run,
 )
@@ -102,7 +101,7 @@ def test_whole_job_run_without_asset_selection_counts_as_its_assets(shipped_defs
 
 SCHEDULE_DOC = """
 ---
-type: dbt_automation_demo.defs.components.safe_scheduled_job_component.SafeScheduledJobComponent
+type: dbt_automation_demo.components.safe_scheduled_job_component.SafeScheduledJobComponent
 attributes:
   job_name: {job_name}
   cron_schedule: "{cron}"
@@ -132,12 +131,6 @@ def test_bad_schedule_configuration_fails_dg_check_defs(tmp_path, bad, message):
     project = copy_dagster_project(tmp_path / "project")
     defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
     defs_yaml.write_text(defs_yaml.read_text() + SCHEDULE_DOC.format(**{**GOOD, **bad}))
-    checked = subprocess.run(
-        ["dg", "check", "defs"],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-    )
+    checked = dg_in(project, "check", "defs")
     assert checked.returncode != 0
     assert f"SafeScheduledJobComponent attribute {message}" in checked.stdout + checked.stderr

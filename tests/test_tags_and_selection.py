@@ -2,7 +2,6 @@
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -18,10 +17,10 @@ from harness import (
     build_defs,
     copy_dagster_project,
     copy_dbt_project,
+    dg_in,
     materialize,
     names,
     parse,
-    project_env,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_materialization"
@@ -148,13 +147,7 @@ def test_bad_cron_or_timezone_fails_dg_check_defs_naming_file_attribute_and_valu
     defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
     assert old in defs_yaml.read_text()
     defs_yaml.write_text(defs_yaml.read_text().replace(old, new))
-    checked = subprocess.run(
-        ["dg", "check", "defs"],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-    )
+    checked = dg_in(project, "check", "defs")
     output = checked.stdout + checked.stderr
     assert checked.returncode != 0
     # What a user reads: Dagster's tree of the project's defs.yaml files, the failing document
@@ -193,13 +186,7 @@ def test_cron_precedence_read_from_defs_yaml(tmp_path):
         (project / "analytics_dbt" / "models" / path).write_text(sql + "\n")
     defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
     defs_yaml.write_text(defs_yaml.read_text().replace(TIMEZONE_LINE + "\n", PRECEDENCE_ATTRIBUTES))
-    listed = subprocess.run(
-        ["dg", "list", "defs", "--json"],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-    )
+    listed = dg_in(project, "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     labels = {
         asset["asset_key"]: asset["automation_condition"]["label"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dbt_automation_demo.defs.components.safe_scheduled_job_component import (
+from dbt_automation_demo.components.safe_scheduled_job_component import (
     SafeScheduledJobComponent,
 )
 

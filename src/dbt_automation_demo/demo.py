@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,6 +106,10 @@ def replay(workdir: Path) -> None:
 
 
 def main() -> None:
+    # dagster-dbt builds every asset's code reference from beta and preview classes, and says so
+    # for every asset of every build: dozens of warnings between the timeline's lines.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     with tempfile.TemporaryDirectory(prefix="dbt-automation-demo-") as workdir:
         replay(Path(workdir))
 

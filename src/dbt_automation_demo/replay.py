@@ -21,7 +21,7 @@ from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject
 from dagster_dbt.dbt_manifest import read_manifest_path
 
-from dbt_automation_demo.defs.analytics.component import CustomDbtComponent
+from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
 
 RUN_ARTIFACTS = ("target", "logs", "dbt_packages", "*.duckdb", "*.wal", ".user.yml")
 THIS_CODE_LOCATION = RemoteRepositoryOrigin(

@@ -12,7 +12,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from dagster.components.resolved.model import Resolver
 
 from dbt_automation_demo.automation import invalid_cron_reason, invalid_timezone_reason
-from dbt_automation_demo.defs.analytics.component import ComponentConfigError
+from dbt_automation_demo.components.custom_dbt_component import ComponentConfigError
 
 COMPONENT = "SafeScheduledJobComponent"
 
