@@ -110,31 +110,33 @@ def processes_under(folder: Path) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class RunProcesses:
-    """The processes of the runs a dev server is executing, by their place in the tree."""
+    """The processes of the runs a dev server (or a CLI run) is executing, by their place in
+    the tree; a dbt left behind by a killed step (its parent is gone) is not one of them."""
 
     run_workers: list[int]  # one per run: a child of the code server, `dg dev`'s default launcher
     steps: list[int]  # a child of a run worker per step (Dagster's multiprocess executor)
     dbt_builds: list[int]  # `dbt build`, started by a step
 
 
-def run_processes(folder: Path) -> RunProcesses:
-    """The run workers, step processes and dbt builds now running under `folder`."""
+def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
+    """The run workers, step processes and dbt builds now running under `folder`; the run
+    workers are the code server's children, or only `run_worker` (a CLI run's process)."""
     parents = {}
     for pid, cmdline in processes_under(folder).items():
         with contextlib.suppress(OSError):
             stat = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
             parents[pid] = (int(stat[1]), cmdline)
 
-    def children_of(pids: set[int]) -> set[int]:
-        spawned = {p for p, (parent, cmd) in parents.items() if parent in pids}
-        return {p for p in spawned if "spawn_main" in parents[p][1]}
+    def children_of(pids: set[int], doing: str) -> set[int]:
+        return {pid for pid, (parent, cmd) in parents.items() if parent in pids and doing in cmd}
 
     code_servers = {pid for pid, (_, cmd) in parents.items() if "dagster api grpc" in cmd}
-    workers = children_of(code_servers)
+    workers = {run_worker} if run_worker else children_of(code_servers, "spawn_main")
+    steps = children_of(workers, "spawn_main")
     return RunProcesses(
-        run_workers=sorted(workers),
-        steps=sorted(children_of(workers)),
-        dbt_builds=sorted(pid for pid, (_, cmd) in parents.items() if "dbt build" in cmd),
+        run_workers=sorted(workers & set(parents)),
+        steps=sorted(steps),
+        dbt_builds=sorted(children_of(steps, "dbt build")),
     )
 
 

@@ -208,7 +208,7 @@ def test_a_cli_run_killed_mid_build_holds_the_queue_until_marked_canceled(server
     )
     wait_for(
         "the CLI run's dbt build to start",
-        lambda: run_processes(server.project).dbt_builds,
+        lambda: run_processes(server.project, run_worker=cli.pid).dbt_builds,
         RUN_SECONDS,
         every=0.2,
     )
