@@ -17,6 +17,7 @@ from typing import Any
 from harness import project_env
 
 READY_SECONDS = 180
+DOCUMENTED_PORT = 3000  # the README's http://127.0.0.1:3000
 SENSOR_INTERVAL_SECONDS = 5
 
 
@@ -40,9 +41,12 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float, every: float =
 class DevServer:
     """`python -m dbt_automation_demo.dev_server --port N` in `project`, talked to over HTTP."""
 
-    def __init__(self, project: Path, log: Path, **extra_env: str):
+    def __init__(self, project: Path, log: Path, *, as_documented: bool = False, **extra_env: str):
+        """`as_documented`: no arguments at all, as `nox -s dev` runs it (the README's address);
+        otherwise on a free port, so that several servers can run at once."""
         self.project = project
-        self.port = free_port()
+        self.port = DOCUMENTED_PORT if as_documented else free_port()
+        self.args = [] if as_documented else ["--port", str(self.port)]
         self.url = f"http://127.0.0.1:{self.port}"
         venv_bin = str(Path(sys.executable).parent)
         self.env = project_env(
@@ -57,7 +61,7 @@ class DevServer:
     def start(self) -> "DevServer":
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dbt_automation_demo.dev_server", "--port", str(self.port)],
+                [sys.executable, "-m", "dbt_automation_demo.dev_server", *self.args],
                 cwd=self.project,
                 env=self.env,
                 stdout=log,

@@ -1,4 +1,5 @@
-"""Ctrl-C or SIGTERM on the dev server leaves no Dagster process behind."""
+"""The dev server answers where the README says, and Ctrl-C or SIGTERM leaves no Dagster process
+behind."""
 
 import signal
 
@@ -18,5 +19,17 @@ def test_stopping_the_server_leaves_no_dagster_process(tmp_path, sig):
         assert len(processes_under(project)) >= 3  # launcher, dg dev, webserver, daemon, ...
         dev.stop(sig)
         assert processes_under(project) == {}
+    finally:
+        kill_leftovers(project)
+
+
+def test_dev_server_with_no_arguments_serves_on_127_0_0_1_port_3000(tmp_path):
+    project = copy_dagster_project(tmp_path / "project")
+    dev = DevServer(project, tmp_path / "dev-server.log", as_documented=True)
+    try:
+        dev.start()  # waits until http://127.0.0.1:3000/graphql lists the assets
+        assert dev.url == "http://127.0.0.1:3000"
+        assert "dg dev --host 127.0.0.1 --port 3000" in dev.log.read_text()
+        dev.stop()
     finally:
         kill_leftovers(project)
