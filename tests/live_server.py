@@ -39,7 +39,7 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float, every: float =
 
 
 class DevServer:
-    """`python -m dbt_automation_demo.dev_server --port N` in `project`, talked to over HTTP."""
+    """`python -m dbt_automation_demo.dev_server [--port N]` in `project`, talked to over HTTP."""
 
     def __init__(self, project: Path, log: Path, *, as_documented: bool = False, **extra_env: str):
         """`as_documented`: no arguments at all, as `nox -s dev` runs it (the README's address);

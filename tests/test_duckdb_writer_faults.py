@@ -139,7 +139,7 @@ def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeed
     killed_run, next_run = launch_everything(server), launch_everything(server)
     dbt_running = wait_for(
         "the first run's dbt build to start",
-        lambda: run_processes(server.project).dbt_builds and run_processes(server.project),
+        lambda: (now := run_processes(server.project)).dbt_builds and now,
         RUN_SECONDS,
         every=0.2,
     )
