@@ -1,9 +1,10 @@
 """The DuckDB writer under faults, on the real dev server (`nox -s dev`): runs that need the
-warehouse wait in the queue with no process, one runs at a time, and a run killed with SIGKILL
-mid-build ends FAILURE and lets the next one start.
+warehouse wait in the queue with no process, one runs at a time, a run killed with SIGKILL
+mid-build ends FAILURE and lets the next one start, and a run cancelled mid-build stops dbt.
 
-The tests share one server and run in order. The sensor and the schedule are stopped first, so
-the only runs are the ones a test launches.
+The tests share one server and run in order; the cancel test has a second one, whose project has
+one more model, slow enough that the cancel lands while dbt builds it. On both, the sensor and
+the schedule are stopped first, so the only runs are the ones a test launches.
 """
 
 import itertools
@@ -18,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from harness import copy_dagster_project, readme_block
+from harness import ALL_ASSETS, copy_dagster_project, readme_block
 from live_server import DevServer, kill_leftovers, run_processes, runs, wait_for
 
 pytestmark = pytest.mark.live
@@ -32,11 +33,11 @@ TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 SAMPLE_SECONDS = 0.5
 WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
 
-LAUNCH_ALL = """
-mutation Launch($location: String!, $repository: String!) {
+LAUNCH = """
+mutation Launch($location: String!, $repository: String!, $assets: [AssetKeyInput!]) {
   launchRun(executionParams: {
     selector: {repositoryLocationName: $location, repositoryName: $repository,
-               jobName: "__ASSET_JOB"}
+               jobName: "__ASSET_JOB", assetSelection: $assets}
     mode: "default"
   }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
 }
@@ -54,6 +55,27 @@ MATERIALIZE_EVERYTHING_FROM_THE_CLI = (
     *("dagster", "asset", "materialize", "--select", "*"),
     *("-m", "dbt_automation_demo.definitions"),
 )
+TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId, terminatePolicy: SAFE_TERMINATE) {
+    __typename ... on TerminateRunFailure { message } ... on PythonError { message }
+  }
+}
+"""
+MATERIALIZED_BY_RUN = """
+query Materialized($runId: ID!) { runOrError(runId: $runId) { ... on Run {
+    assetMaterializations { assetKey { path } }
+} } }
+"""
+# Added to the cancel test's project: built after every mart (dbt builds one node at a time
+# here), it counts for many minutes, so a cancel lands while dbt is building it.
+SLOW_MODEL = """
+{{ config(materialized='table') }}
+-- depends_on: {{ ref('customer_segments') }}
+-- depends_on: {{ ref('order_summary') }}
+select count(*) as multiples_of_seven from range(100000000000) where hash(range) % 7 = 0
+"""
+CANCEL_BOUND_SECONDS = 60  # dbt stops a query at once on SIGINT; dagster-dbt waits up to 25 s
 RUN_TIMES = """
 { runsOrError { ... on Runs { results { runId status startTime endTime } } } }
 """
@@ -62,8 +84,20 @@ RUN_TIMES = """
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[DevServer]:
     """A dev server on a fresh SQLite instance with nothing launching runs but the tests."""
-    folder = tmp_path_factory.mktemp("writer-faults")
+    yield from quiet_dev_server(tmp_path_factory.mktemp("writer-faults"))
+
+
+@pytest.fixture(scope="module")
+def server_with_a_slow_model(tmp_path_factory) -> Iterator[DevServer]:
+    def add_the_slow_model(project: Path) -> None:
+        (project / "analytics_dbt" / "models" / "marts" / "slow_count.sql").write_text(SLOW_MODEL)
+
+    yield from quiet_dev_server(tmp_path_factory.mktemp("writer-cancel"), add_the_slow_model)
+
+
+def quiet_dev_server(folder: Path, edit=lambda project: None) -> Iterator[DevServer]:
     project = copy_dagster_project(folder / "project")
+    edit(project)
     dev = DevServer(project, folder / "dev-server.log").start()
     try:
         (repo,) = dev.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
@@ -79,8 +113,17 @@ def server(tmp_path_factory) -> Iterator[DevServer]:
 
 
 def launch_everything(server: DevServer) -> str:
+    return launch(server, assets=None)
+
+
+def launch(server: DevServer, assets: set[str] | None) -> str:
     (repo,) = server.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
-    result = server.graphql(LAUNCH_ALL, location=repo["location"]["name"], repository=repo["name"])
+    result = server.graphql(
+        LAUNCH,
+        location=repo["location"]["name"],
+        repository=repo["name"],
+        assets=None if assets is None else [{"path": [name]} for name in sorted(assets)],
+    )
     assert result["launchRun"]["__typename"] == "LaunchRunSuccess", result
     return result["launchRun"]["run"]["runId"]
 
@@ -165,20 +208,66 @@ def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeed
     assert warehouse_rows(server.project) == WHOLE_MARTS
 
 
+def test_a_run_cancelled_mid_build_stops_dbt_and_records_what_it_built(
+    server_with_a_slow_model,
+):
+    server = server_with_a_slow_model
+    cancelled_run = launch_everything(server)
+    next_run = launch(server, assets=ALL_ASSETS)  # queued behind it; all but the slow model
+    wait_for(
+        "dbt to start building the slow model, after every mart",
+        lambda: "START sql table model main.slow_count" in dbt_log(server.project, cancelled_run),
+        RUN_SECONDS,
+    )
+    (dbt,) = run_processes(server.project).dbt_builds
+    result = server.graphql(TERMINATE, runId=cancelled_run)
+    assert result["terminateRun"]["__typename"] == "TerminateRunSuccess", result
+    cancelled_at = time.monotonic()
+
+    wait_for("the run to end", lambda: all_finished(server, [cancelled_run]), CANCEL_BOUND_SECONDS)
+    print(f"cancelled: the run ended {time.monotonic() - cancelled_at:.1f} s later")
+    assert statuses(server, [cancelled_run]) == ["CANCELED"]
+    assert not is_running(dbt)  # stopped, not left to finish its minutes of counting
+    wait_for("the next run to finish", lambda: all_finished(server, [next_run]), RUN_SECONDS)
+    assert statuses(server, [cancelled_run, next_run]) == ["CANCELED", "SUCCESS"]
+    # The history says what happened: every model dbt had finished, and not the one it was
+    # building, which left no table, whole or half-written.
+    assert materialized_by(server, cancelled_run) == ALL_ASSETS
+    assert warehouse_rows(server.project) == WHOLE_MARTS
+    assert not [name for name in relations(server.project) if "slow_count" in name]
+
+
+def dbt_log(project: Path, run_id: str) -> str:
+    """What dbt has logged so far in `run_id` (dagster-dbt gives each run a target folder)."""
+    logs = list(project.glob(f"**/target/analytics_dbt-{run_id[:7]}-*/dbt.log"))
+    return "".join(log.read_text() for log in logs)
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def materialized_by(server: DevServer, run_id: str) -> set[str]:
+    run = server.graphql(MATERIALIZED_BY_RUN, runId=run_id)["runOrError"]
+    return {"/".join(event["assetKey"]["path"]) for event in run["assetMaterializations"]}
+
+
+def relations(project: Path) -> set[str]:
+    with duckdb.connect(str(project / "warehouse" / "analytics.duckdb"), read_only=True) as con:
+        found = con.execute("select table_name from information_schema.tables").fetchall()
+    return {name for (name,) in found}
+
+
 def test_a_cli_run_killed_mid_build_holds_the_queue_until_marked_canceled(server):
     """`dagster asset materialize` runs in its own process, outside the queue: nothing watches
     it, so killed it stays STARTED and the queue keeps waiting for it, until someone marks it
     canceled with the README's command."""
     cli = subprocess.Popen(
-        [
-            "dagster",
-            "asset",
-            "materialize",
-            "--select",
-            "*",
-            "-m",
-            "dbt_automation_demo.definitions",
-        ],
+        MATERIALIZE_EVERYTHING_FROM_THE_CLI,
         cwd=server.project,
         env=server.env,
         stdout=subprocess.DEVNULL,

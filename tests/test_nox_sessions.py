@@ -52,12 +52,9 @@ def test_demo_prints_the_timeline_of_the_three_walkthroughs():
         "nothing",
         "stg_customers",  # its SQL was edited
         "nothing",
-        "nothing",  # a cron every 15 minutes, before its tick
-        everything,
+        everything,  # daily_cron set to every two minutes in defs.yaml
         "nothing",
         everything.replace(" order_summary,", ""),  # order_summary still running
-        "nothing",
-        "nothing",
         "nothing",
         everything,
     ]

@@ -19,9 +19,12 @@ from harness import (
     SHIPPED_DBT_PROJECT,
     TABLES,
     VIEWS,
+    build_defs,
+    edit_sql,
     keys,
     materialize,
     names,
+    reload_defs,
     started_commands,
 )
 
@@ -144,6 +147,34 @@ def test_materializations_carry_row_counts_and_column_schemas(shipped_defs, inst
     assert {name for name, values in metadata.items() if "dagster/column_schema" in values} == (
         ALL_ASSETS
     )
+
+
+def test_a_failed_model_fails_the_run_with_dbts_error_and_records_what_dbt_built(
+    dbt_project, instance
+):
+    edit_sql(dbt_project, "customer_orders", "select no_such_column from {{ ref('stg_orders') }}\n")
+    result = materialize(reload_defs(dbt_project), instance, ALL_ASSETS, raise_on_error=False)
+    assert not result.success
+    built = names(event.asset_key for event in result.get_asset_materialization_events())
+    assert built == ALL_ASSETS - {"customer_orders", "customer_segments"}  # and its child
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "no_such_column" in failure.step_failure_data.error.message
+
+
+def test_a_run_in_a_copied_project_reuses_the_sessions_parse(
+    dbt_project, instance, duckdb_file, monkeypatch
+):
+    """The DuckDB path is part of dbt's profile; the tests give it relative to the dbt project,
+    as the session's parse did, so a run does not parse the project again. An absolute path to
+    the same file changes the profile, and dbt says so."""
+    defs = build_defs(dbt_project)
+    assert materialize(defs, instance, ["raw_customers"]).success
+    monkeypatch.setenv("DBT_DUCKDB_PATH", str(duckdb_file))
+    assert materialize(defs, instance, ["raw_customers"]).success
+    relative, absolute = sorted(dbt_project.glob("target/**/dbt.log"), key=os.path.getmtime)
+    profile_changed = "Unable to do partial parsing because profile has changed"
+    assert profile_changed not in relative.read_text()
+    assert profile_changed in absolute.read_text()
 
 
 def test_a_run_in_process_leaves_the_working_directory_as_it_was(

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import yaml
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
     RemoteJobOrigin,
@@ -23,6 +24,8 @@ from dagster_dbt.dbt_manifest import read_manifest_path
 
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
 
+DBT_DEFS_YAML = Path("src/dbt_automation_demo/defs/analytics/defs.yaml")
+CRON_ATTRIBUTES = ("daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path")
 RUN_ARTIFACTS = ("target", "logs", "dbt_packages", "*.duckdb", "*.wal", ".user.yml")
 THIS_CODE_LOCATION = RemoteRepositoryOrigin(
     InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)), "__repository__"
@@ -97,14 +100,27 @@ def build_defs(
 
 
 def reload_defs(project_dir: Path, **build_args) -> dg.Definitions:
-    """Rebuild the manifest and the definitions after an edit, as a fresh process would.
+    """Rebuild the manifest and the definitions after an edit, as a fresh process would."""
+    reparse(project_dir)
+    return build_defs(project_dir, **build_args)
 
-    dagster-dbt caches each parsed manifest by path for the life of the process; clearing it
-    is what makes an edited SQL file visible to a reload in the same process.
+
+def reparse(project_dir: Path) -> None:
+    """`dbt parse` after an edit. dagster-dbt caches each parsed manifest by path for the life
+    of the process; clearing it is what makes the edit visible to a reload in the same process.
     """
     parse(project_dir)
     read_manifest_path.cache_clear()
-    return build_defs(project_dir, **build_args)
+
+
+def defs_from_yaml(project_root: Path) -> dg.Definitions:
+    """The dbt component's definitions over the project's manifest, with the crons its
+    `defs.yaml` sets (the first document's `daily_cron`, `cron_timezone`, `cron_by_tag` and
+    `cron_by_path`), as after `dg dev` reloads an edited `defs.yaml`.
+    """
+    attributes = next(yaml.safe_load_all((project_root / DBT_DEFS_YAML).read_text()))["attributes"]
+    crons = {name: attributes[name] for name in CRON_ATTRIBUTES if name in attributes}
+    return build_defs(project_root / "analytics_dbt", **crons)
 
 
 def keys(*names: str) -> set[dg.AssetKey]:

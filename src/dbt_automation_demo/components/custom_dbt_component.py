@@ -25,6 +25,7 @@ from dbt_automation_demo.automation import (
     refresh_daily,
     refresh_on_change,
 )
+from dbt_automation_demo.components.cancellable_dbt import dbt_events
 
 MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
@@ -183,7 +184,8 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         working_directory = os.getcwd()
         skip_dbt_version_probe(dbt)
         try:
-            yield from super().execute(context, dbt)
+            invocation = dbt.cli(self.get_cli_args(context), context=context)
+            yield from dbt_events(invocation, self.include_metadata)
         finally:
             release_duckdb_file()
             os.chdir(working_directory)

@@ -1,0 +1,107 @@
+"""A dbt build inside a Dagster step that a cancel really stops, on DuckDB.
+
+Dagster cancels a run by raising an interrupt in the step's main thread. With `include_metadata`,
+dagster-dbt (0.29) reads dbt's output in a worker thread, while the main thread polls a Future in
+a loop that never sleeps. So the interrupt lands in that loop:
+
+- dagster-dbt's handler that forwards it to dbt as SIGINT is in the worker thread, so it never
+  runs, and dbt builds on to the end;
+- when it lands while the loop holds the Future's lock, the lock stays held. The worker thread
+  blocks on that lock as it finishes, the main thread waits for the worker thread forever, and
+  the run stays CANCELING, its step holding the DuckDB file (py-spy showed both threads there).
+
+Here the main thread reads dbt's output itself, so a cancel reaches dbt at once. On DuckDB
+dagster-dbt reads the row counts and column schemas only after dbt has ended anyway (the file has
+one writer), so reading them afterwards, in a helper thread, changes nothing else. A cancel that
+arrives while they are read waits for those few queries, then stops the step. Other warehouses
+keep dagster-dbt's streaming path, which records each model as it finishes.
+"""
+
+import signal
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
+from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
+
+
+def dbt_events(invocation: DbtCliInvocation, include_metadata: Iterable[str]) -> Iterator[Any]:
+    """The Dagster events of `invocation`'s dbt command, each with the metadata asked for, as
+    `DbtProjectComponent.execute` yields them, but stopped for real by a cancel on DuckDB."""
+    if type(invocation.adapter).__name__ != "DuckDBAdapter":
+        # Other warehouses: dagster-dbt's path, which records each model as it finishes.
+        return _with_metadata(invocation.stream(), include_metadata)
+    return _build_then_describe(invocation, include_metadata)
+
+
+def _build_then_describe(
+    invocation: DbtCliInvocation, include_metadata: Iterable[str]
+) -> Iterator[Any]:
+    """Whatever stopped dbt (a failed model, a cancelled run) is raised after the events of what
+    dbt had finished, so the run's history records every model that was built."""
+    built, stopped_by = _read_until_dbt_ends(invocation)
+    described = _with_metadata(DbtEventIterator(iter(built), invocation), include_metadata)
+    events, interrupted = _read_in_a_thread(described)
+    yield from events
+    if stopped_by is not None or interrupted is not None:
+        raise stopped_by or interrupted
+
+
+def _read_until_dbt_ends(invocation: DbtCliInvocation) -> tuple[list[Any], BaseException | None]:
+    built: list[Any] = []
+    try:
+        built.extend(invocation.stream())
+    except BaseException as stopped_by:  # a failed dbt command, or the run's cancel
+        _stop(invocation.process, invocation.termination_timeout_seconds)
+        return built, stopped_by
+    return built, None
+
+
+def _stop(dbt: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGINT, as dbt expects to be cancelled (it cancels its open queries), then SIGKILL."""
+    if dbt.poll() is not None:
+        return
+    dbt.send_signal(signal.SIGINT)
+    try:
+        dbt.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        dbt.kill()
+        dbt.wait()
+
+
+def _with_metadata(events: DbtEventIterator, include_metadata: Iterable[str]) -> DbtEventIterator:
+    """dagster-dbt's metadata fetch, chained in `DbtProjectComponent`'s order."""
+    if "column_metadata" in include_metadata:
+        events = events.fetch_column_metadata()
+    if "row_count" in include_metadata:
+        events = events.fetch_row_counts()
+    if "insights" in include_metadata:
+        events = events.with_insights()
+    return events
+
+
+def _read_in_a_thread(events: Iterator[Any]) -> tuple[list[Any], BaseException | None]:
+    """All of `events`, read in a helper thread so that an interrupt never lands inside the
+    metadata fetch's thread pool, and the interrupt that arrived meanwhile, if any."""
+    read: list[Any] = []
+    failed: list[BaseException] = []
+
+    def read_all() -> None:
+        try:
+            read.extend(events)
+        except BaseException as error:
+            failed.append(error)
+
+    reader = threading.Thread(target=read_all, name="dbt-metadata")
+    reader.start()
+    interrupted = None
+    while reader.is_alive():
+        try:
+            reader.join()  # Thread.join is safe to interrupt (it releases what it acquired)
+        except BaseException as interrupt:
+            interrupted = interrupt
+    if failed:
+        raise failed[0]
+    return read, interrupted
