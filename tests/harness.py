@@ -37,6 +37,14 @@ SEEDS = {"raw_customers", "raw_orders"}
 VIEWS = {"stg_customers", "stg_orders"}
 TABLES = {"customer_orders", "customer_segments", "order_summary"}
 ALL_ASSETS = SEEDS | VIEWS | TABLES
+EDGES = {  # (parent, child): the designed lineage
+    ("raw_customers", "stg_customers"),
+    ("raw_orders", "stg_orders"),
+    ("stg_customers", "customer_orders"),
+    ("stg_orders", "customer_orders"),
+    ("customer_orders", "customer_segments"),
+    ("stg_orders", "order_summary"),
+}
 # `ready()` leaves the ticker two evaluations, a minute apart, after the clock it was given.
 TICK = timedelta(minutes=1)
 TICKS_IN_READY = 2

@@ -2,10 +2,13 @@
 
 from datetime import timedelta
 
+import dagster as dg
 import pytest
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 
 from harness import (
     ALL_ASSETS,
+    EDGES,
     SEEDS,
     TABLES,
     VIEWS,
@@ -13,6 +16,7 @@ from harness import (
     edit_sql,
     end_run,
     materialize,
+    names,
     project_over_a_dbt_source,
     ready,
     reload_defs,
@@ -55,14 +59,28 @@ def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
     dbt_project, built_instance, before_daily_tick
 ):
     defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
-    requested = ticker.tick(after=HOUR)
-    assert {"customer_orders", "customer_segments"} <= requested == ALL_ASSETS
+    assert ticker.tick(after=HOUR) == ALL_ASSETS
+    # The sensor turns the tick's requests into runs with Dagster's own grouping: one run.
+    (run_request,) = the_sensors_run_requests(ticker)
+    assert names(run_request.asset_selection) == ALL_ASSETS
 
-    result = materialize(defs, built_instance, requested)
+    result = materialize(defs, built_instance, names(run_request.asset_selection))
     order = [
         event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
     ]
-    assert order.index("customer_orders") < order.index("customer_segments")
+    assert sorted(order) == sorted(ALL_ASSETS)  # each once
+    assert all(order.index(parent) < order.index(child) for parent, child in EDGES)
+
+
+def the_sensors_run_requests(ticker) -> list[dg.RunRequest]:
+    """The runs the automation sensor launches for the ticker's last evaluation."""
+    sensor = ticker.defs.resolve_sensor_def("analytics_automation_sensor")
+    return build_run_requests(
+        ticker.last_evaluation._requested_subsets,
+        ticker.defs.resolve_asset_graph(),
+        run_tags=None,
+        emit_backfills=sensor.emit_backfills,
+    )
 
 
 def test_table_waits_for_an_upstream_table_still_running_at_the_tick(

@@ -6,6 +6,7 @@ talks to the server only as a user or a client would. Run just these with
 regenerates the README's screenshots.
 """
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -66,6 +67,29 @@ mutation Launch($location: String!, $repository: String!, $asset: [String!]!) {
   }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
 }
 """
+SENSOR_TICKS = """
+query Ticks($location: String!, $repository: String!) {
+  sensorOrError(sensorSelector: {repositoryLocationName: $location, repositoryName: $repository,
+                                 sensorName: "analytics_automation_sensor"}) {
+    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status } } }
+  }
+}
+"""
+SCHEDULE_STATE = """
+query State($location: String!, $repository: String!) {
+  scheduleOrError(scheduleSelector: {repositoryLocationName: $location,
+      repositoryName: $repository, scheduleName: "hourly_dbt_tables_job_schedule"}) {
+    ... on Schedule { scheduleState { id } }
+  }
+}
+"""
+STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
+MATERIALIZED = "{ assetNodes { assetMaterializations(limit: 1) { runId } } }"
+# The clock ticks these tests must not cross: the daily cron (the sensor would request every
+# seed and table) within a server's life, and the hourly schedule before the tests stop it.
+DAILY_TICK_UTC = dt.time(6, 0)
+SERVER_LIFE = dt.timedelta(minutes=15)
+UNTIL_THE_SCHEDULE_IS_STOPPED = dt.timedelta(minutes=2)
 RELOAD = """
 mutation Reload($location: String!) {
   reloadRepositoryLocation(repositoryLocationName: $location) {
@@ -90,6 +114,7 @@ def server(request, tmp_path_factory):
         database = postgres.create_database()
         shutil.copy(DEPLOY_INSTANCE_CONFIG, project / "dagster_home" / "dagster.yaml")
         extra_env["DAGSTER_PG_URL"] = postgres.url(database)
+    wait_until_clear_of_clock_ticks()
     dev = DevServer(project, folder / "dev-server.log", **extra_env).start()
     try:
         yield dev
@@ -99,6 +124,37 @@ def server(request, tmp_path_factory):
         kill_leftovers(project)
         if database:
             postgres.drop_database(database)
+
+
+def wait_until_clear_of_clock_ticks() -> None:
+    """Start a server only where its life cannot span the daily tick, nor its first minutes the
+    top of an hour (the schedule's tick); most of the time this waits for nothing."""
+    now = dt.datetime.now(dt.UTC)
+    daily = dt.datetime.combine(now.date(), DAILY_TICK_UTC, tzinfo=dt.UTC)
+    daily += dt.timedelta(days=1) if daily <= now else dt.timedelta()
+    hourly = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    for tick, clear in ((daily, SERVER_LIFE), (hourly, UNTIL_THE_SCHEDULE_IS_STOPPED)):
+        if tick - now < clear:
+            print(f"waiting for the {tick:%H:%M} UTC tick to pass")
+            time.sleep((tick - now).total_seconds() + 30)
+            return
+
+
+def stop_the_hourly_schedule(server: DevServer) -> None:
+    """Pin the clock: from here on only the sensor and the tests launch runs."""
+    repo = repository(server)
+    state = server.graphql(
+        SCHEDULE_STATE, location=repo["location"]["name"], repository=repo["name"]
+    )["scheduleOrError"]["scheduleState"]
+    server.graphql(STOP_SCHEDULE, id=state["id"])
+
+
+def sensor_ticks_since(server: DevServer, since: float) -> int:
+    repo = repository(server)
+    ticks = server.graphql(
+        SENSOR_TICKS, location=repo["location"]["name"], repository=repo["name"]
+    )["sensorOrError"]["sensorState"]["ticks"]
+    return sum(tick["timestamp"] > since for tick in ticks if tick["status"] != "STARTED")
 
 
 def repository(server: DevServer) -> dict:
@@ -139,7 +195,13 @@ def expect_one_automation_run_of(server: DevServer, before: int, assets: set[str
     assert asset_names(run) == assets
     status = wait_for("the run to finish", lambda: finished(server, run["runId"]), RUN_SECONDS)
     assert status == "SUCCESS"
-    time.sleep(3 * SENSOR_INTERVAL_SECONDS)  # three more sensor ticks: nothing else follows
+    ended = time.time()
+    wait_for(
+        "three more sensor ticks",
+        lambda: sensor_ticks_since(server, ended) >= 3,
+        RUN_SECONDS,
+        every=SENSOR_INTERVAL_SECONDS,
+    )
     assert [asset_names(later) for later in new_automation_runs(server, before)] == [assets]
 
 
@@ -167,7 +229,21 @@ def test_server_shows_the_seven_assets_tagged_and_labelled_and_automation_runnin
     }
 
 
+def test_a_fresh_instance_runs_nothing_and_has_nothing_materialized(server):
+    started = time.time()
+    wait_for(
+        "two sensor ticks",
+        lambda: sensor_ticks_since(server, started) >= 2,
+        RUN_SECONDS,
+        every=SENSOR_INTERVAL_SECONDS,
+    )
+    assert runs(server) == []
+    nodes = server.graphql(MATERIALIZED)["assetNodes"]
+    assert [node["assetMaterializations"] for node in nodes] == [[]] * len(ALL_ASSETS)
+
+
 def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
+    stop_the_hourly_schedule(server)
     before = len(automation_runs(server))
     seed_run = launch(server, "raw_customers")
     assert wait_for("raw_customers to finish", lambda: finished(server, seed_run), RUN_SECONDS) == (
@@ -178,6 +254,7 @@ def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
 
 @SQLITE_ONLY
 def test_editing_a_view_and_reloading_makes_the_sensor_refresh_that_view(server):
+    stop_the_hourly_schedule(server)
     before = len(automation_runs(server))
     sql = server.project / "analytics_dbt" / "models" / "staging" / "stg_customers.sql"
     sql.write_text(sql.read_text() + "-- edited by the live test\n")

@@ -14,6 +14,7 @@ from packaging.version import Version
 from dbt_automation_demo.components.custom_dbt_component import skip_dbt_version_probe
 from harness import (
     ALL_ASSETS,
+    EDGES,
     REPO_ROOT,
     SEEDS,
     SHIPPED_DBT_PROJECT,
@@ -27,15 +28,6 @@ from harness import (
     reload_defs,
     started_commands,
 )
-
-EDGES = {
-    ("raw_customers", "stg_customers"),
-    ("raw_orders", "stg_orders"),
-    ("stg_customers", "customer_orders"),
-    ("stg_orders", "customer_orders"),
-    ("customer_orders", "customer_segments"),
-    ("stg_orders", "order_summary"),
-}
 
 
 def test_definitions_have_exactly_the_seven_assets(shipped_defs):

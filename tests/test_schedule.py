@@ -1,11 +1,19 @@
 """The hourly schedule skips while the same work is in progress, and never launches a tick twice."""
 
-from datetime import UTC, datetime
+import logging
+import shutil
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._scheduler.scheduler import launch_scheduled_runs
 
 from harness import (
+    REPO_ROOT,
     copy_dagster_project,
     dg_in,
     end_run,
@@ -134,3 +142,49 @@ def test_bad_schedule_configuration_fails_dg_check_defs(tmp_path, bad, message):
     checked = dg_in(project, "check", "defs")
     assert checked.returncode != 0
     assert f"SafeScheduledJobComponent attribute {message}" in checked.stdout + checked.stderr
+
+
+def test_a_tick_evaluated_twice_launches_one_run(tmp_path):
+    """The scheduler daemon's own code on a real instance (the project's dagster.yaml): the 11:00
+    tick is evaluated, its run is submitted, and the daemon dies before it marks the tick done.
+    Restarted after that run has ended, it evaluates the tick again (while the run is still
+    going the schedule skips instead) and finds the run it already made for it."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home)
+    target = ModuleTarget(
+        module_name="dbt_automation_demo.definitions",
+        attribute=None,
+        working_directory=str(REPO_ROOT),
+        location_name=REPO_ROOT.name,  # as dg names it
+    )
+    with (
+        dg.DagsterInstance.from_config(str(home)) as instance,
+        create_test_daemon_workspace_context(target, instance) as workspace,
+    ):
+        schedule = (
+            workspace.create_request_context()
+            .get_code_location(REPO_ROOT.name)
+            .get_repository("__repository__")
+            .get_schedule(SCHEDULE)
+        )
+        instance.start_schedule(schedule)
+        run_the_scheduler_at(workspace, ELEVEN - timedelta(minutes=1))  # the schedule's cursor
+        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=30))
+        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+        assert (tick.status, len(instance.get_runs())) == (TickStatus.SUCCESS, 1)
+
+        (run,) = instance.get_runs()
+        end_run(instance, run)
+        instance.update_tick(tick.with_status(TickStatus.STARTED))  # died before marking it
+        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=40))
+        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+        (run,) = instance.get_runs()
+        assert tick.status == TickStatus.SUCCESS
+        assert tick.run_ids == [run.run_id]
+        assert run.tags[RUN_KEY_TAG] == f"{JOB}:2031-03-04T11:00:00+00:00"
+
+
+def run_the_scheduler_at(workspace, now: datetime) -> None:
+    with freeze_time(now):
+        list(launch_scheduled_runs(workspace, logging.getLogger("scheduler"), now, {}))

@@ -139,6 +139,7 @@ class Ticker:
         self.instance = instance
         self.now = now
         self.cursor = None
+        self.last_evaluation: dg.EvaluateAutomationConditionsResult | None = None
 
     def tick(self, after: timedelta = timedelta(minutes=1)) -> set[str]:
         """Advance the clock, evaluate once, and return the names of the requested assets."""
@@ -147,6 +148,7 @@ class Ticker:
             defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
         )
         self.cursor = result.cursor
+        self.last_evaluation = result
         graph = self.defs.resolve_asset_graph()
         return {
             key.to_user_string()
