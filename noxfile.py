@@ -95,6 +95,15 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-n", "2", "--dist", "loadfile", "--durations=10", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def container(session: nox.Session) -> None:
+    """The Codespaces door in a real container: `devcontainer up` on the committed config, then
+    `nox -s check`, `demo` and `dev` inside it (needs a Docker engine, mmdebstrap, Node.js)."""
+    install_locked(session)
+    session.run("npm", "ci", "--prefix", "containers", "--no-audit", "--no-fund", external=True)
+    session.run("pytest", "containers", "--durations=0", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Run every pre-commit hook on every file (ruff, sqlfluff, schemas, lock check)."""

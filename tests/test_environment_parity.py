@@ -77,7 +77,9 @@ def test_devcontainer_validates_against_its_schema():
 
 
 def test_devcontainer_first_start_is_the_readme_bootstrap_with_the_same_defaults():
-    assert DEVCONTAINER["postCreateCommand"] == readme_bootstrap()
+    assert DEVCONTAINER["postCreateCommand"] == (
+        f"{readme_bootstrap()} && python3 -m uv sync --frozen --group dev"
+    )
     assert DEVCONTAINER["containerEnv"] == {
         "DAGSTER_HOME": "${containerWorkspaceFolder}/dagster_home",
         "DBT_DUCKDB_PATH": "${containerWorkspaceFolder}/analytics_dbt/data/analytics.duckdb",

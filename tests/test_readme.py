@@ -35,3 +35,16 @@ def test_listing_snippet_prints_every_asset_with_its_tag_and_condition():
     assert rows["stg_customers"] == ["view", "refresh on SQL change or parent update"]
     assert rows["order_summary"] == ["table", "refresh on cron '0 6 * * *' (UTC)"]
     assert rows["raw_orders"] == ["seed", "refresh on cron '0 6 * * *' (UTC)"]
+
+
+def test_the_session_table_lists_every_nox_session_and_whether_nox_runs_it_by_default():
+    listed = subprocess.run(["nox", "--list"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    # `nox --list` marks the default sessions with * and the others with -.
+    in_noxfile = {
+        name: "yes" if mark == "*" else "no"
+        for mark, name in re.findall(r"^([*-]) (\S+) ->", listed.stdout, flags=re.MULTILINE)
+    }
+    readme = (REPO_ROOT / "README.md").read_text()
+    in_readme = dict(re.findall(r"^\| `nox -s (\S+)` \| .* \| (yes|no) \|$", readme, re.MULTILINE))
+    assert in_readme == in_noxfile

@@ -1,0 +1,217 @@
+"""The Codespaces door, in a real container: `devcontainer up` on the committed
+`.devcontainer/devcontainer.json`, then the README's sessions inside it (`nox -s container`).
+
+As close to a Codespace as this machine allows. The Docker engine is Debian's. The base image is
+a stand-in built from Debian bookworm's packages (`containers/stand_in_image.sh`): no registry
+here serves mcr.microsoft.com. And the container shares the host's network, with the host's CA
+bundle, to reach the same package registries as the host. Those three overrides are the only
+differences from the committed file. Everything else, the commands run on create, the
+environment and the forwarded port, is the committed file's.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import json5
+import pytest
+
+from harness import ALL_ASSETS, REPO_ROOT
+from live_server import wait_for
+
+pytestmark = pytest.mark.container
+
+HERE = Path(__file__).parent
+DEVCONTAINER_CLI = HERE / "node_modules" / ".bin" / "devcontainer"
+STAND_IN_IMAGE = "dbt-automation-demo/devcontainer-stand-in:bookworm"
+DOCKER = shutil.which("docker", path="/usr/bin") or "docker"  # Debian's client, as its engine
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+FORWARDED_PORT = 3000  # the committed forwardPorts; on the host network, the same port
+READY_SECONDS = 300
+INSTIGATORS = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    sensors { name sensorState { status } } schedules { name scheduleState { status } }
+} } } }
+"""
+
+
+@pytest.fixture(scope="module")
+def docker_engine(tmp_path_factory) -> Iterator[None]:
+    """The Docker engine: the one running, or Debian's dockerd started here (and stopped)."""
+    if subprocess.run([DOCKER, "info"], capture_output=True).returncode == 0:
+        yield
+        return
+    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+    with log.open("w") as out:
+        # No bridge network to set up: the container uses the host's network.
+        dockerd = subprocess.Popen(
+            ["dockerd", "--bridge=none", "--iptables=false"], stdout=out, stderr=out
+        )
+    try:
+        wait_for(
+            "the Docker engine",
+            lambda: subprocess.run([DOCKER, "info"], capture_output=True).returncode == 0,
+            60,
+        )
+        yield
+    finally:
+        dockerd.terminate()
+        dockerd.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def devcontainer(docker_engine, tmp_path_factory) -> Iterator["Devcontainer"]:
+    """`devcontainer up` on a copy of the checkout; the container is removed however it ends."""
+    if subprocess.run([DOCKER, "image", "inspect", STAND_IN_IMAGE], capture_output=True).returncode:
+        subprocess.run([HERE / "stand_in_image.sh", STAND_IN_IMAGE], check=True)
+    folder = tmp_path_factory.mktemp("codespace")
+    workspace = checkout_copy(folder / "dbt-automation-demo")
+    config = folder / "config" / "devcontainer.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps(with_this_machines_plumbing(committed_devcontainer()), indent=2))
+    container = Devcontainer(workspace, config)
+    try:
+        container.up()
+        yield container
+    finally:
+        container.remove()
+
+
+def committed_devcontainer() -> dict:
+    return json5.loads((REPO_ROOT / ".devcontainer" / "devcontainer.json").read_text())
+
+
+def with_this_machines_plumbing(config: dict) -> dict:
+    """The committed config with the stand-in image, the host's network and its CA bundle."""
+    return {
+        **config,
+        "image": STAND_IN_IMAGE,
+        "runArgs": ["--network=host"],
+        "mounts": [f"source={HOST_CA_BUNDLE},target={HOST_CA_BUNDLE},type=bind,readonly"],
+        "containerEnv": {**config["containerEnv"], "SSL_CERT_FILE": HOST_CA_BUNDLE},
+    }
+
+
+def checkout_copy(destination: Path) -> Path:
+    """The committed files as a fresh clone has them (no venv, no state, no DuckDB file)."""
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, destination / name)
+    return destination
+
+
+class Devcontainer:
+    def __init__(self, workspace: Path, config: Path):
+        self.workspace = workspace
+        self.cli = [
+            str(DEVCONTAINER_CLI),
+            *("--docker-path", DOCKER),
+            *("--workspace-folder", str(workspace)),
+            *("--config", str(config)),
+        ]
+        self.outcome: dict = {}
+
+    def up(self) -> None:
+        created = subprocess.run(
+            [self.cli[0], "up", *self.cli[1:]], capture_output=True, text=True, timeout=900
+        )
+        self.outcome = json.loads(created.stdout.strip().splitlines()[-1])
+        assert self.outcome["outcome"] == "success", created.stdout[-5000:] + created.stderr
+
+    def exec(self, *command: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.cli[0], "exec", *self.cli[1:], *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, *command: str, log: Path) -> subprocess.Popen:
+        with log.open("w") as out:
+            return subprocess.Popen(
+                [self.cli[0], "exec", *self.cli[1:], *command], stdout=out, stderr=out
+            )
+
+    def remove(self) -> None:
+        if "containerId" in self.outcome:
+            subprocess.run([DOCKER, "rm", "--force", self.outcome["containerId"]], check=True)
+
+
+def test_creating_the_container_syncs_the_venv_the_editor_uses(devcontainer):
+    interpreter = committed_devcontainer()["customizations"]["vscode"]["settings"][
+        "python.defaultInterpreterPath"
+    ].replace("${containerWorkspaceFolder}", devcontainer.outcome["remoteWorkspaceFolder"])
+    imported = devcontainer.exec(
+        interpreter, "-c", "import sys, dagster, dbt.version; print(sys.version_info[:2])"
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip().splitlines()[-1] == "(3, 11)"
+    server = devcontainer.exec("bash", "-c", "ls /usr/lib/postgresql/*/bin/pg_ctl")
+    assert server.returncode == 0, server.stderr  # onCreateCommand installed PostgreSQL
+
+
+def test_nox_check_passes_inside_the_container(devcontainer):
+    checked = devcontainer.exec("nox", "-s", "check")
+    assert checked.returncode == 0, checked.stdout[-5000:] + checked.stderr[-5000:]
+    assert "All definitions loaded successfully." in checked.stdout + checked.stderr
+
+
+def test_nox_demo_prints_the_walkthroughs_inside_the_container(devcontainer):
+    demo = devcontainer.exec("nox", "-s", "demo")
+    assert demo.returncode == 0, demo.stdout[-5000:] + demo.stderr[-5000:]
+    headings = re.findall(r"^== .*$", demo.stdout, flags=re.MULTILINE)
+    assert [heading.split(":")[0] for heading in headings] == [
+        "== A fresh instance",
+        "== Test 2",
+        "== Test 1",
+        "== Test 3",
+    ]
+    assert "FAILED" not in demo.stdout
+
+
+def test_nox_dev_inside_the_container_answers_on_the_forwarded_port(devcontainer, tmp_path):
+    assert committed_devcontainer()["forwardPorts"] == [FORWARDED_PORT]
+    dev = devcontainer.start("nox", "-s", "dev", log=tmp_path / "dev.log")
+    try:
+        asset_nodes = wait_for(
+            "the dev server in the container to load the project",
+            lambda: graphql_from_the_host("{ assetNodes { assetKey { path } } }"),
+            READY_SECONDS,
+            every=2,
+        )["assetNodes"]
+        assert {"/".join(node["assetKey"]["path"]) for node in asset_nodes} == ALL_ASSETS
+        (repo,) = graphql_from_the_host(INSTIGATORS)["repositoriesOrError"]["nodes"]
+        assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [
+            ("analytics_automation_sensor", "RUNNING")
+        ]
+        assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [
+            ("hourly_dbt_tables_job_schedule", "RUNNING")
+        ]
+    finally:
+        devcontainer.exec("pkill", "-TERM", "-f", "dbt_automation_demo.dev_server", timeout=60)
+        dev.wait(timeout=120)
+
+
+def graphql_from_the_host(query: str) -> dict | None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{FORWARDED_PORT}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.load(response)
+    except OSError:
+        return None
+    if "errors" in body or not body["data"].get("assetNodes", True):
+        return None
+    return body["data"]
