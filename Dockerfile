@@ -5,6 +5,8 @@
 FROM ghcr.io/astral-sh/uv:0.13.8-python3.11-bookworm-slim AS builder
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=0
 WORKDIR /app
+# dagster-dbt runs `dbt` from PATH when dg refreshes the component's state below.
+ENV PATH="/app/.venv/bin:$PATH"
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \

@@ -97,8 +97,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def container(session: nox.Session) -> None:
-    """The Codespaces door in a real container: `devcontainer up` on the committed config, then
-    `nox -s check`, `demo` and `dev` inside it (needs a Docker engine, mmdebstrap, Node.js)."""
+    """The Codespaces door in a real container (`devcontainer up`, then `nox -s check`, `demo`
+    and `dev` inside) and the production image built and served (needs a Docker engine,
+    mmdebstrap and Node.js)."""
     install_locked(session)
     session.run("npm", "ci", "--prefix", "containers", "--no-audit", "--no-fund", external=True)
     session.run("pytest", "containers", "--durations=0", *session.posargs)

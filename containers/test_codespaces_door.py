@@ -2,16 +2,15 @@
 `.devcontainer/devcontainer.json`, then the README's sessions inside it (`nox -s container`).
 
 As close to a Codespace as this machine allows. The Docker engine is Debian's. The base image is
-a stand-in built from Debian bookworm's packages (`containers/stand_in_image.sh`): no registry
-here serves mcr.microsoft.com. And the container shares the host's network, with the host's CA
-bundle, to reach the same package registries as the host. Those three overrides are the only
-differences from the committed file. Everything else, the commands run on create, the
-environment and the forwarded port, is the committed file's.
+pulled, or, where no registry serves it (as here), a stand-in built from Debian bookworm's
+packages and tagged with its name (`containers/base_images.sh`). And the container shares the
+host's network, with the host's CA bundle, to reach the same package registries as the host:
+those are the only overrides of the committed file. Everything else, the image's name, the
+commands run on create, the environment and the forwarded port, is the committed file's.
 """
 
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -19,16 +18,14 @@ from pathlib import Path
 
 import json5
 import pytest
+from docker_harness import DOCKER, HERE, base_images, checkout_copy
 
 from harness import ALL_ASSETS, REPO_ROOT
 from live_server import wait_for
 
 pytestmark = pytest.mark.container
 
-HERE = Path(__file__).parent
 DEVCONTAINER_CLI = HERE / "node_modules" / ".bin" / "devcontainer"
-STAND_IN_IMAGE = "dbt-automation-demo/devcontainer-stand-in:bookworm"
-DOCKER = shutil.which("docker", path="/usr/bin") or "docker"  # Debian's client, as its engine
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 FORWARDED_PORT = 3000  # the committed forwardPorts; on the host network, the same port
 READY_SECONDS = 300
@@ -40,39 +37,15 @@ INSTIGATORS = """
 
 
 @pytest.fixture(scope="module")
-def docker_engine(tmp_path_factory) -> Iterator[None]:
-    """The Docker engine: the one running, or Debian's dockerd started here (and stopped)."""
-    if subprocess.run([DOCKER, "info"], capture_output=True).returncode == 0:
-        yield
-        return
-    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    with log.open("w") as out:
-        # No bridge network to set up: the container uses the host's network.
-        dockerd = subprocess.Popen(
-            ["dockerd", "--bridge=none", "--iptables=false"], stdout=out, stderr=out
-        )
-    try:
-        wait_for(
-            "the Docker engine",
-            lambda: subprocess.run([DOCKER, "info"], capture_output=True).returncode == 0,
-            60,
-        )
-        yield
-    finally:
-        dockerd.terminate()
-        dockerd.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
 def devcontainer(docker_engine, tmp_path_factory) -> Iterator["Devcontainer"]:
     """`devcontainer up` on a copy of the checkout; the container is removed however it ends."""
-    if subprocess.run([DOCKER, "image", "inspect", STAND_IN_IMAGE], capture_output=True).returncode:
-        subprocess.run([HERE / "stand_in_image.sh", STAND_IN_IMAGE], check=True)
+    committed = committed_devcontainer()
+    base_images(committed["image"])
     folder = tmp_path_factory.mktemp("codespace")
     workspace = checkout_copy(folder / "dbt-automation-demo")
     config = folder / "config" / "devcontainer.json"
     config.parent.mkdir()
-    config.write_text(json.dumps(with_this_machines_plumbing(committed_devcontainer()), indent=2))
+    config.write_text(json.dumps(with_this_machines_plumbing(committed), indent=2))
     container = Devcontainer(workspace, config)
     try:
         container.up()
@@ -86,27 +59,13 @@ def committed_devcontainer() -> dict:
 
 
 def with_this_machines_plumbing(config: dict) -> dict:
-    """The committed config with the stand-in image, the host's network and its CA bundle."""
+    """The committed config on the host's network, with the host's CA bundle."""
     return {
         **config,
-        "image": STAND_IN_IMAGE,
         "runArgs": ["--network=host"],
         "mounts": [f"source={HOST_CA_BUNDLE},target={HOST_CA_BUNDLE},type=bind,readonly"],
         "containerEnv": {**config["containerEnv"], "SSL_CERT_FILE": HOST_CA_BUNDLE},
     }
-
-
-def checkout_copy(destination: Path) -> Path:
-    """The committed files as a fresh clone has them (no venv, no state, no DuckDB file)."""
-    tracked = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, tracked):
-        (destination / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, destination / name)
-    return destination
 
 
 class Devcontainer:

@@ -1,0 +1,177 @@
+"""The production image (`Dockerfile`), built and served: its code server in a container, a
+Dagster on the host pointed at it over gRPC, as deploy/README.md's Helm values point the
+webserver and daemon at the user-code deployment (`nox -s container`).
+
+The image's two bases are pulled, or, where no registry serves them (as here), stand-ins built
+from Debian bookworm's packages and tagged with their names (`containers/base_images.sh`). The
+container shares the host's network and a folder holding the instance and the warehouse, as a
+run pod would mount a volume. Nothing else is overridden.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from docker_harness import DOCKER, base_images, checkout_copy, docker
+
+from harness import ALL_ASSETS, REPO_ROOT
+from live_server import free_port, wait_for
+
+pytestmark = pytest.mark.container
+
+IMAGE = "dbt-automation-demo:container-test"
+CODE_SERVER_PORT = 3030  # the image's EXPOSE and CMD
+READY_SECONDS = 300
+RUN_SECONDS = 300
+WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
+WORKSPACE = """
+load_from:
+  - grpc_server:
+      host: 127.0.0.1
+      port: {port}
+      location_name: analytics
+"""
+INSTIGATORS = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    sensors { name } schedules { name }
+} } } }
+"""
+LAUNCH = """
+mutation Launch($assets: [AssetKeyInput!]) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: "analytics", repositoryName: "__repository__",
+               jobName: "__ASSET_JOB", assetSelection: $assets}
+    mode: "default"
+  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+}
+"""
+RUN_STATUS = """
+query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
+"""
+
+
+@dataclass
+class Deployment:
+    shared: Path  # the instance and the warehouse, on the host and at the same path inside
+    url: str
+
+    def graphql(self, query: str, **variables) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.load(response)
+        assert "errors" not in body, body
+        return body["data"]
+
+
+@pytest.fixture(scope="module")
+def image(docker_engine, tmp_path_factory) -> str:
+    """The committed Dockerfile built on a clean copy of the checkout."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    base_images(*re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE))
+    context = checkout_copy(tmp_path_factory.mktemp("image") / "dbt-automation-demo")
+    built = docker(
+        "build",
+        "--network=host",
+        "--tag",
+        IMAGE,
+        str(context),
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        timeout=1800,
+    )
+    assert built.returncode == 0, built.stdout[-5000:] + built.stderr[-5000:]
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def deployment(image, tmp_path_factory) -> Iterator[Deployment]:
+    """The image's code server (its own CMD), and `dagster dev` on the host loading it over
+    gRPC; both stopped however the tests end."""
+    shared = tmp_path_factory.mktemp("deployment")
+    (shared / "dagster_home").mkdir()
+    (shared / "dagster_home" / "dagster.yaml").write_text(
+        (REPO_ROOT / "dagster_home" / "dagster.yaml").read_text()
+    )
+    (shared / "workspace.yaml").write_text(WORKSPACE.format(port=CODE_SERVER_PORT))
+    started = docker(
+        "run",
+        "--detach",
+        "--network=host",
+        *("--volume", f"{shared}:{shared}"),
+        *("--env", f"DBT_DUCKDB_PATH={shared / 'warehouse' / 'analytics.duckdb'}"),
+        image,
+    )
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    port = free_port()
+    with (shared / "dagster-dev.log").open("w") as log:
+        host = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
+            cwd=shared,
+            env={**os.environ, "DAGSTER_HOME": str(shared / "dagster_home")},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield Deployment(shared, f"http://127.0.0.1:{port}")
+    finally:
+        os.killpg(host.pid, signal.SIGTERM)
+        host.wait(timeout=120)
+        subprocess.run([DOCKER, "rm", "--force", container], check=True, capture_output=True)
+
+
+def loaded(deployment: Deployment) -> list | None:
+    try:
+        return deployment.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"] or None
+    except OSError:
+        return None
+
+
+def test_the_image_serves_the_seven_assets_the_sensor_and_the_schedule_over_grpc(deployment):
+    asset_nodes = wait_for(
+        "the host to load the image's code", lambda: loaded(deployment), READY_SECONDS
+    )
+    assert {"/".join(node["assetKey"]["path"]) for node in asset_nodes} == ALL_ASSETS
+    (repo,) = deployment.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
+    assert [sensor["name"] for sensor in repo["sensors"]] == ["analytics_automation_sensor"]
+    assert [schedule["name"] for schedule in repo["schedules"]] == [
+        "hourly_dbt_tables_job_schedule"
+    ]
+
+
+def test_a_run_launched_against_the_image_succeeds_and_builds_the_warehouse(deployment):
+    wait_for("the host to load the image's code", lambda: loaded(deployment), READY_SECONDS)
+    # Every asset, named, as the UI's "Materialize all" sends them; dbt runs in the container.
+    assets = [{"path": [name]} for name in sorted(ALL_ASSETS)]
+    launched = deployment.graphql(LAUNCH, assets=assets)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = wait_for(
+        "the run to finish",
+        lambda: (
+            (s := deployment.graphql(RUN_STATUS, runId=run_id)["runOrError"]["status"])
+            in {"SUCCESS", "FAILURE", "CANCELED"}
+            and s
+        ),
+        RUN_SECONDS,
+        every=2,
+    )
+    assert status == "SUCCESS"
+    warehouse = deployment.shared / "warehouse" / "analytics.duckdb"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = {table: con.execute(f"select count(*) from {table}").fetchone()[0]
+                for table in WHOLE_MARTS}  # fmt: skip
+    assert rows == WHOLE_MARTS
