@@ -74,7 +74,7 @@ def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
 
 def the_sensors_run_requests(ticker) -> list[dg.RunRequest]:
     """The runs the automation sensor launches for the ticker's last evaluation."""
-    sensor = ticker.defs.resolve_sensor_def("analytics_automation_sensor")
+    (sensor,) = ticker.defs.sensors
     return build_run_requests(
         ticker.last_evaluation._requested_subsets,
         ticker.defs.resolve_asset_graph(),

@@ -4,10 +4,12 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import dagster as dg
 import duckdb
+import pytest
 from dagster_dbt import DbtCliResource
 from packaging.version import Version
 
@@ -21,6 +23,8 @@ from harness import (
     TABLES,
     VIEWS,
     build_defs,
+    copy_dagster_project,
+    dg_in,
     edit_sql,
     keys,
     materialize,
@@ -28,6 +32,16 @@ from harness import (
     reload_defs,
     started_commands,
 )
+
+CUSTOM_DBT_COMPONENT = "dbt_automation_demo.components.custom_dbt_component.CustomDbtComponent"
+SAFE_SCHEDULED_JOB_COMPONENT = (
+    "dbt_automation_demo.components.safe_scheduled_job_component.SafeScheduledJobComponent"
+)
+# A second dbt project, as a user would add one: every materialization dbt has.
+SECOND_DBT_PROJECT = REPO_ROOT / "tests" / "fixtures" / "every_materialization"
+SECOND_PROJECTS_ASSETS = (
+    "a_seed", "a_view", "a_table", "an_incremental", "a_snapshot", "a_finance_table",
+)  # fmt: skip
 
 
 def test_definitions_have_exactly_the_seven_assets(shipped_defs):
@@ -214,3 +228,74 @@ def test_dg_list_components_lists_both_of_the_projects_components():
         if item["key"].startswith("dbt_automation_demo.")
     }
     assert ours == {"CustomDbtComponent", "SafeScheduledJobComponent"}
+
+
+def test_dg_scaffold_defs_adds_a_second_dbt_project_with_its_own_policies_and_sensor(tmp_path):
+    project = copy_dagster_project(tmp_path / "project")
+    shutil.copytree(SECOND_DBT_PROJECT, project / "second_dbt")
+    scaffolded = dg_in(
+        project, "scaffold", "defs", CUSTOM_DBT_COMPONENT, "second", "--project-path", "second_dbt"
+    )
+    assert scaffolded.returncode == 0, scaffolded.stderr[-3000:]
+    listed = dg_in(project, "list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    defs = json.loads(listed.stdout)
+    labels = {
+        asset["asset_key"]: asset["automation_condition"]["label"] for asset in defs["assets"]
+    }
+    daily = "refresh on cron '0 6 * * *' (UTC)"
+    assert {name: labels[name] for name in SECOND_PROJECTS_ASSETS} == {
+        "a_seed": daily,
+        "a_view": "refresh on SQL change or parent update",
+        "a_table": daily,
+        "an_incremental": daily,
+        "a_snapshot": daily,
+        "a_finance_table": daily,
+    }
+    assert ALL_ASSETS | set(SECOND_PROJECTS_ASSETS) == set(labels)
+    assert {sensor["name"] for sensor in defs["sensors"]} == {
+        "analytics_automation_sensor",  # the shipped defs.yaml names it
+        "every_materialization_automation_sensor",  # the default: the dbt project's name
+    }
+
+
+@pytest.mark.parametrize(
+    "component, attributes",
+    [
+        (CUSTOM_DBT_COMPONENT, {"cli_args", "daily_cron", "cron_timezone", "cron_by_tag",
+                                "cron_by_path", "automation_sensor"}),
+        (SAFE_SCHEDULED_JOB_COMPONENT, {"job_name", "cron_schedule", "asset_selection",
+                                        "skip_reason_prefix", "execution_timezone",
+                                        "default_status"}),
+    ],
+)  # fmt: skip
+def test_each_attribute_of_our_components_is_described_in_their_yaml_schema(component, attributes):
+    inspected = subprocess.run(
+        ["dg", "utils", "inspect-component", component, "--defs-yaml-json-schema"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert inspected.returncode == 0, inspected.stderr[-3000:]
+    schema = json.loads(inspected.stdout)
+    attributes_schema = schema["properties"]["attributes"]
+    definitions = {**schema.get("$defs", {}), **attributes_schema.get("$defs", {})}
+    described = described_properties(definitions, attributes_schema)
+    assert attributes <= set(described)
+    assert {name for name in attributes if not described[name]} == set()
+    if component == CUSTOM_DBT_COMPONENT:
+        sensor_schema = next(
+            option
+            for option in attributes_schema["properties"]["automation_sensor"].get("anyOf", [])
+            if "$ref" in option
+        )
+        sensor = described_properties(definitions, sensor_schema)
+        assert set(sensor) == {"name", "minimum_interval_seconds", "default_status"}
+        assert all(sensor.values())
+
+
+def described_properties(definitions: dict, node: dict) -> dict[str, str | None]:
+    """Each property of a JSON-schema object (following a `$ref`) with its description."""
+    if "$ref" in node:
+        node = definitions[node["$ref"].rsplit("/", 1)[1]]
+    return {name: prop.get("description") for name, prop in node["properties"].items()}

@@ -46,9 +46,15 @@ class AutomationSensorArgs(dg.Resolvable):
     """The sensor that evaluates this project's automation conditions."""
 
     name: Annotated[
-        str,
-        Resolver.default(description="Sensor name.", examples=["analytics_automation_sensor"]),
-    ] = "analytics_automation_sensor"
+        str | None,
+        Resolver.default(
+            description=(
+                "Sensor name. By default `<dbt project name>_automation_sensor`, so that each "
+                "dbt project's instance has its own."
+            ),
+            examples=["analytics_automation_sensor"],
+        ),
+    ] = None
     minimum_interval_seconds: Annotated[
         int,
         Resolver.default(
@@ -64,9 +70,11 @@ class AutomationSensorArgs(dg.Resolvable):
         ),
     ] = "RUNNING"
 
-    def build(self, target: dg.AssetSelection) -> dg.AutomationConditionSensorDefinition:
+    def build(
+        self, target: dg.AssetSelection, default_name: str
+    ) -> dg.AutomationConditionSensorDefinition:
         return dg.AutomationConditionSensorDefinition(
-            name=self.name,
+            name=self.name or default_name,
             target=target,
             minimum_interval_seconds=int(self.minimum_interval_seconds),
             default_status=dg.DefaultSensorStatus[self.default_status],
@@ -172,7 +180,10 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         self, context: dg.ComponentLoadContext, state_path: Path | None
     ) -> dg.Definitions:
         dbt_defs = super().build_defs_from_state(context, state_path)
-        sensor = self.automation_sensor.build(target=dg.AssetSelection.assets(*dbt_defs.assets))
+        sensor = self.automation_sensor.build(
+            target=dg.AssetSelection.assets(*dbt_defs.assets),
+            default_name=f"{self.dbt_project.name}_automation_sensor",
+        )
         return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=[sensor]))
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
