@@ -51,9 +51,9 @@ TICKS_IN_READY = 2
 
 
 def readme_block(name: str) -> str:
-    """The bash block the README marks `<!-- name -->`: a command a test runs as written."""
+    """The code block the README marks `<!-- name -->`: what a test runs or loads as written."""
     readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {name} -->\n```bash\n(.*?)```\n<!-- /{name} -->", readme, re.S)
+    match = re.search(rf"<!-- {name} -->\n```\w*\n(.*?)```\n<!-- /{name} -->", readme, re.S)
     assert match, f"README has no {name} block"
     return match.group(1)
 

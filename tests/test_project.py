@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -29,6 +30,7 @@ from harness import (
     keys,
     materialize,
     names,
+    readme_block,
     reload_defs,
     started_commands,
 )
@@ -233,9 +235,9 @@ def test_dg_list_components_lists_both_of_the_projects_components():
 def test_dg_scaffold_defs_adds_a_second_dbt_project_with_its_own_policies_and_sensor(tmp_path):
     project = copy_dagster_project(tmp_path / "project")
     shutil.copytree(SECOND_DBT_PROJECT, project / "second_dbt")
-    scaffolded = dg_in(
-        project, "scaffold", "defs", CUSTOM_DBT_COMPONENT, "second", "--project-path", "second_dbt"
-    )
+    command = shlex.split(readme_block("scaffold-second-instance").replace("\\\n", " "))
+    assert command[:3] == ["dg", "scaffold", "defs"]
+    scaffolded = dg_in(project, *command[1:])
     assert scaffolded.returncode == 0, scaffolded.stderr[-3000:]
     listed = dg_in(project, "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]

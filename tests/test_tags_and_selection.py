@@ -21,6 +21,7 @@ from harness import (
     materialize,
     names,
     parse,
+    readme_block,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_materialization"
@@ -204,3 +205,36 @@ def test_cron_precedence_read_from_defs_yaml(tmp_path):
         "a_report": "refresh on cron '0 2 * * *' (UTC)",
         "a_critical_finance_view": VIEW_LABEL,
     }
+
+
+README_CRON_MODELS = {  # one model for each line of the README's cron attributes
+    "a_critical_table.sql": "{{ config(materialized='table', tags=['critical']) }} select 1 as id",
+    "a_batch_table.sql": "{{ config(materialized='table', tags=['batch']) }} select 1 as id",
+    "marts/finance/a_revenue_table.sql": "{{ config(materialized='table') }} select 1 as id",
+    "a_daily_table.sql": "{{ config(materialized='table') }} select 1 as id",
+}
+
+
+def test_the_readmes_cron_attributes_pasted_into_defs_yaml_do_what_it_says(tmp_path):
+    project = replay.copy_dagster_project(REPO_ROOT, tmp_path / "project", dbt_project=FIXTURE)
+    for path, sql in README_CRON_MODELS.items():
+        (project / "analytics_dbt" / "models" / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / "analytics_dbt" / "models" / path).write_text(sql + "\n")
+    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+    shipped = f'  daily_cron: "0 6 * * *"\n{TIMEZONE_LINE}\n'
+    assert shipped in defs_yaml.read_text()
+    defs_yaml.write_text(defs_yaml.read_text().replace(shipped, readme_block("cron-attributes")))
+    listed = dg_in(project, "list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    labels = {
+        asset["asset_key"]: asset["automation_condition"]["label"]
+        for asset in json.loads(listed.stdout)["assets"]
+    }
+    assert {name: labels[name] for name in ("a_critical_table", "a_batch_table",
+                                            "a_revenue_table", "a_daily_table", "a_view")} == {
+        "a_critical_table": "refresh on cron '*/15 * * * *' (UTC)",
+        "a_batch_table": "refresh on cron '0 4 * * *' (UTC)",
+        "a_revenue_table": "refresh on cron '0 * * * *' (UTC)",
+        "a_daily_table": "refresh on cron '0 6 * * *' (UTC)",
+        "a_view": VIEW_LABEL,
+    }  # fmt: skip
