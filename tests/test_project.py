@@ -239,6 +239,8 @@ def test_dg_scaffold_defs_adds_a_second_dbt_project_with_its_own_policies_and_se
     assert command[:3] == ["dg", "scaffold", "defs"]
     scaffolded = dg_in(project, *command[1:])
     assert scaffolded.returncode == 0, scaffolded.stderr[-3000:]
+    checked = dg_in(project, "check", "defs")
+    assert checked.returncode == 0, checked.stderr[-3000:]
     listed = dg_in(project, "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     defs = json.loads(listed.stdout)
