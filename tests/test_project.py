@@ -14,7 +14,10 @@ import pytest
 from dagster_dbt import DbtCliResource
 from packaging.version import Version
 
-from dbt_automation_demo.components.custom_dbt_component import skip_dbt_version_probe
+from dbt_automation_demo.components.custom_dbt_component import (
+    CustomDbtComponent,
+    skip_dbt_version_probe,
+)
 from harness import (
     ALL_ASSETS,
     EDGES,
@@ -25,6 +28,7 @@ from harness import (
     VIEWS,
     build_defs,
     copy_dagster_project,
+    copy_dbt_project,
     dg_in,
     edit_sql,
     keys,
@@ -199,6 +203,17 @@ def test_a_run_starts_dbt_once_and_never_asks_its_version(shipped_defs, instance
     with started_commands() as commands:
         assert materialize(shipped_defs, instance, ["raw_customers"]).success
     assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "build"]]
+
+
+def test_refreshing_the_components_state_parses_dbt_without_asking_its_version(tmp_path):
+    """What `dg check defs` and `dg dev` do after an edit, with the project as defs.yaml gives
+    it (dagster-dbt's preparer runs `dbt parse` through a resource of its own)."""
+    project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
+    component = CustomDbtComponent.from_attributes_dict(attributes={"project": str(project_dir)})
+    with started_commands() as commands:
+        component.write_state_to_path(tmp_path / "state")
+    assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "parse"]]
+    assert (project_dir / "target" / "manifest.json").exists()
 
 
 def test_the_dbt_version_given_to_dagster_dbt_is_the_one_dbt_reports():
