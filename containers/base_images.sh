@@ -7,7 +7,7 @@
 # bundle (SSL_CERT_FILE), so that pip and uv inside reach the registries the host reaches. As in
 # the devcontainers image, pip may install into the system Python (Debian marks it externally
 # managed, PEP 668). For uv's image (ghcr.io/astral-sh/uv:<version>-...), it also has uv at that
-# version, from its wheel on PyPI.
+# version, installed by pip inside it.
 #
 # Usage: containers/base_images.sh IMAGE...   (needs a running Docker engine, and mmdebstrap
 # for the stand-ins)
@@ -37,19 +37,8 @@ for image in "$@"; do
   echo "$image: not served here; building a stand-in from Debian bookworm's packages" >&2
   base="$(stand_in)"
   if [[ "$image" =~ ^ghcr\.io/astral-sh/uv:([0-9.]+)- ]]; then
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$work/wheel" \
-      "uv==${BASH_REMATCH[1]}"
-    python3 - "$work" <<'PYTHON'
-import pathlib, stat, sys, zipfile
-work = pathlib.Path(sys.argv[1])
-(wheel,) = (work / "wheel").glob("uv-*.whl")
-with zipfile.ZipFile(wheel) as archive:
-    (name,) = [n for n in archive.namelist() if n.endswith(".data/scripts/uv")]
-    (work / "uv").write_bytes(archive.read(name))
-(work / "uv").chmod(0o755)
-PYTHON
-    printf 'FROM %s\nCOPY uv /usr/local/bin/uv\n' "$base" |
-      docker build --quiet -t "$image" -f- "$work" >/dev/null
+    printf 'FROM %s\nRUN python3 -m pip install --no-cache-dir "uv==%s"\n' "$base" "${BASH_REMATCH[1]}" |
+      docker build --quiet --network=host -t "$image" - >/dev/null
   else
     docker tag "$base" "$image"
   fi
