@@ -1,8 +1,8 @@
 """`nox -s demo`: the README's walkthroughs, replayed headlessly on a simulated clock.
 
 Everything is real except the clock: a temporary Dagster instance and DuckDB file, the shipped
-dbt project (copied, so it can be edited), real dbt runs, and the project's own policies,
-evaluated tick by tick the way the automation sensor does.
+project (copied, so that its SQL and its defs.yaml can be edited), real dbt runs, and the
+project's own policies, evaluated tick by tick the way the automation sensor does.
 """
 
 import contextlib
