@@ -95,8 +95,9 @@ class DevServer:
         return body["data"]
 
 
-def processes_under(folder: Path) -> dict[int, str]:
-    """Pid -> command line of live processes whose working directory is `folder` or below."""
+def processes_under(folder: Path) -> dict[int, tuple[int, str]]:
+    """Pid -> (parent pid, command line) of live processes whose working directory is `folder`
+    or below."""
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -104,11 +105,11 @@ def processes_under(folder: Path) -> dict[int, str]:
         try:
             cwd = Path(os.readlink(proc / "cwd"))
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
         except OSError:
             continue
         if state != "Z" and (cwd == folder or folder in cwd.parents):
-            found[int(proc.name)] = cmdline
+            found[int(proc.name)] = (int(parent), cmdline)
     return found
 
 
@@ -125,11 +126,7 @@ class RunProcesses:
 def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
     """The run workers, step processes and dbt builds now running under `folder`; the run
     workers are the code server's children, or only `run_worker` (a CLI run's process)."""
-    parents = {}
-    for pid, cmdline in processes_under(folder).items():
-        with contextlib.suppress(OSError):
-            stat = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            parents[pid] = (int(stat[1]), cmdline)
+    parents = processes_under(folder)
 
     def children_of(pids: set[int], doing: str) -> set[int]:
         return {pid for pid, (parent, cmd) in parents.items() if parent in pids and doing in cmd}
