@@ -3,6 +3,9 @@
 import re
 import subprocess
 
+import dagster as dg
+
+from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from harness import ALL_ASSETS, REPO_ROOT, readme_block
 
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
@@ -48,3 +51,35 @@ def test_the_session_table_lists_every_nox_session_and_whether_nox_runs_it_by_de
     readme = (REPO_ROOT / "README.md").read_text()
     in_readme = dict(re.findall(r"^\| `nox -s (\S+)` \| .* \| (yes|no) \|$", readme, re.MULTILINE))
     assert in_readme == in_noxfile
+
+
+def test_the_readmes_policies_are_the_conditions_the_component_builds():
+    readme = (REPO_ROOT / "README.md").read_text()
+    views = re.search(r"```python\n(# Views: refresh_on_change\(\)\n.*?)```", readme, re.S)
+    daily = re.search(r"```python\n(# Everything else: refresh_daily\(.*?)```", readme, re.S)
+    assert shape(from_readme(views.group(1))) == shape(refresh_on_change())
+    assert shape(from_readme(daily.group(1), cron="0 6 * * *", timezone="UTC")) == shape(
+        refresh_daily("0 6 * * *", "UTC")
+    )
+
+
+def from_readme(code: str, **names: str) -> dg.AutomationCondition:
+    """The README's block run as Python: its assignments, then its last line's condition."""
+    namespace = {
+        name: getattr(dg.AutomationCondition, name) for name in dir(dg.AutomationCondition)
+    }
+    namespace.update(names)
+    *assignments, expression = code.strip().splitlines()
+    exec("\n".join(assignments), namespace)
+    return eval(expression, namespace)
+
+
+def shape(condition: dg.AutomationCondition) -> tuple:
+    """The condition's tree of node kinds, without labels or the selections a node allows; an
+    `&` (or `|`) inside another, which a label keeps apart, is read as one (`a & (b & c)`)."""
+    kind = type(condition).__name__
+    children = []
+    for child in map(shape, condition.children):
+        associative = kind in {"AndAutomationCondition", "OrAutomationCondition"}
+        children.extend(child[1] if associative and child[0] == kind else [child])
+    return (kind, tuple(children))
