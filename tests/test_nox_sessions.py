@@ -64,3 +64,17 @@ def test_demo_prints_the_timeline_of_the_three_walkthroughs():
     timeline = re.compile(r"== .+|[A-Z][a-z]{2} \d\d:\d\d  +\S.*|")
     assert [line for line in demo.stdout.splitlines() if not timeline.fullmatch(line)] == []
     assert demo.stderr == ""
+
+
+def test_fuzz_prints_its_seed_and_the_command_that_replays_it():
+    fuzz = subprocess.run(
+        ["nox", "-s", "fuzz", "--", "--examples", "2", "--seed", "7"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    output = fuzz.stdout + fuzz.stderr
+    assert fuzz.returncode == 0, output[-5000:]
+    assert "seed 7; replay: nox -s fuzz -- --examples 2 --seed 7" in output
+    assert "PolicyInterleavings: 2 sequences" in output
+    assert "2 passed" in output  # the random machine and the one with real dbt runs
