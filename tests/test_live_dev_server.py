@@ -149,6 +149,15 @@ def stop_the_hourly_schedule(server: DevServer) -> None:
     server.graphql(STOP_SCHEDULE, id=state["id"])
 
 
+def wait_for_sensor_ticks(server: DevServer, count: int, since: float) -> None:
+    wait_for(
+        f"{count} sensor ticks",
+        lambda: sensor_ticks_since(server, since) >= count,
+        RUN_SECONDS,
+        every=SENSOR_INTERVAL_SECONDS,
+    )
+
+
 def sensor_ticks_since(server: DevServer, since: float) -> int:
     repo = repository(server)
     ticks = server.graphql(
@@ -195,13 +204,7 @@ def expect_one_automation_run_of(server: DevServer, before: int, assets: set[str
     assert asset_names(run) == assets
     status = wait_for("the run to finish", lambda: finished(server, run["runId"]), RUN_SECONDS)
     assert status == "SUCCESS"
-    ended = time.time()
-    wait_for(
-        "three more sensor ticks",
-        lambda: sensor_ticks_since(server, ended) >= 3,
-        RUN_SECONDS,
-        every=SENSOR_INTERVAL_SECONDS,
-    )
+    wait_for_sensor_ticks(server, 3, since=time.time())  # and nothing else follows
     assert [asset_names(later) for later in new_automation_runs(server, before)] == [assets]
 
 
@@ -230,13 +233,7 @@ def test_server_shows_the_seven_assets_tagged_and_labelled_and_automation_runnin
 
 
 def test_a_fresh_instance_runs_nothing_and_has_nothing_materialized(server):
-    started = time.time()
-    wait_for(
-        "two sensor ticks",
-        lambda: sensor_ticks_since(server, started) >= 2,
-        RUN_SECONDS,
-        every=SENSOR_INTERVAL_SECONDS,
-    )
+    wait_for_sensor_ticks(server, 2, since=time.time())
     assert runs(server) == []
     nodes = server.graphql(MATERIALIZED)["assetNodes"]
     assert [node["assetMaterializations"] for node in nodes] == [[]] * len(ALL_ASSETS)

@@ -181,18 +181,8 @@ PRECEDENCE_MODELS = {
 
 
 def test_cron_precedence_read_from_defs_yaml(tmp_path):
-    project = replay.copy_dagster_project(REPO_ROOT, tmp_path / "project", dbt_project=FIXTURE)
-    for path, sql in PRECEDENCE_MODELS.items():
-        (project / "analytics_dbt" / "models" / path).parent.mkdir(parents=True, exist_ok=True)
-        (project / "analytics_dbt" / "models" / path).write_text(sql + "\n")
-    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
-    defs_yaml.write_text(defs_yaml.read_text().replace(TIMEZONE_LINE + "\n", PRECEDENCE_ATTRIBUTES))
-    listed = dg_in(project, "list", "defs", "--json")
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    labels = {
-        asset["asset_key"]: asset["automation_condition"]["label"]
-        for asset in json.loads(listed.stdout)["assets"]
-    }
+    shipped = TIMEZONE_LINE + "\n"
+    labels = labels_with_crons(tmp_path, PRECEDENCE_MODELS, shipped, PRECEDENCE_ATTRIBUTES)
     assert labels == {
         "a_seed": "refresh on cron '0 6 * * *' (UTC)",
         "a_view": VIEW_LABEL,
@@ -216,20 +206,10 @@ README_CRON_MODELS = {  # one model for each line of the README's cron attribute
 
 
 def test_the_readmes_cron_attributes_pasted_into_defs_yaml_do_what_it_says(tmp_path):
-    project = replay.copy_dagster_project(REPO_ROOT, tmp_path / "project", dbt_project=FIXTURE)
-    for path, sql in README_CRON_MODELS.items():
-        (project / "analytics_dbt" / "models" / path).parent.mkdir(parents=True, exist_ok=True)
-        (project / "analytics_dbt" / "models" / path).write_text(sql + "\n")
-    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
     shipped = f'  daily_cron: "0 6 * * *"\n{TIMEZONE_LINE}\n'
-    assert shipped in defs_yaml.read_text()
-    defs_yaml.write_text(defs_yaml.read_text().replace(shipped, readme_block("cron-attributes")))
-    listed = dg_in(project, "list", "defs", "--json")
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    labels = {
-        asset["asset_key"]: asset["automation_condition"]["label"]
-        for asset in json.loads(listed.stdout)["assets"]
-    }
+    labels = labels_with_crons(
+        tmp_path, README_CRON_MODELS, shipped, readme_block("cron-attributes")
+    )
     assert {name: labels[name] for name in ("a_critical_table", "a_batch_table",
                                             "a_revenue_table", "a_daily_table", "a_view")} == {
         "a_critical_table": "refresh on cron '*/15 * * * *' (UTC)",
@@ -238,3 +218,21 @@ def test_the_readmes_cron_attributes_pasted_into_defs_yaml_do_what_it_says(tmp_p
         "a_daily_table": "refresh on cron '0 6 * * *' (UTC)",
         "a_view": VIEW_LABEL,
     }  # fmt: skip
+
+
+def labels_with_crons(folder, models: dict[str, str], shipped: str, crons: str) -> dict[str, str]:
+    """Each asset's policy label, as `dg list defs` shows it, in a copy of the project around
+    the fixture dbt project plus `models`, with `shipped` replaced by `crons` in defs.yaml."""
+    project = replay.copy_dagster_project(REPO_ROOT, folder / "project", dbt_project=FIXTURE)
+    for path, sql in models.items():
+        (project / "analytics_dbt" / "models" / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / "analytics_dbt" / "models" / path).write_text(sql + "\n")
+    defs_yaml = project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+    assert shipped in defs_yaml.read_text()
+    defs_yaml.write_text(defs_yaml.read_text().replace(shipped, crons))
+    listed = dg_in(project, "list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    return {
+        asset["asset_key"]: asset["automation_condition"]["label"]
+        for asset in json.loads(listed.stdout)["assets"]
+    }
