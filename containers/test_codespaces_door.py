@@ -12,7 +12,6 @@ commands run on create, the environment and the forwarded port, is the committed
 import json
 import re
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from docker_harness import DOCKER, HERE, base_images, checkout_copy
 
 from harness import ALL_ASSETS, REPO_ROOT
-from live_server import wait_for
+from live_server import graphql, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -161,16 +160,9 @@ def test_nox_dev_inside_the_container_answers_on_the_forwarded_port(devcontainer
 
 
 def graphql_from_the_host(query: str) -> dict | None:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{FORWARDED_PORT}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
+    """The answer on the forwarded port, or None while nothing answers or nothing is loaded."""
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.load(response)
+        data = graphql(f"http://127.0.0.1:{FORWARDED_PORT}", query)
     except OSError:
         return None
-    if "errors" in body or not body["data"].get("assetNodes", True):
-        return None
-    return body["data"]
+    return data if data.get("assetNodes", True) else None

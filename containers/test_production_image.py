@@ -8,23 +8,20 @@ container shares the host's network and a folder holding the instance and the wa
 run pod would mount a volume. Nothing else is overridden.
 """
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 from docker_harness import DOCKER, base_images, checkout_copy, docker
 
-from harness import ALL_ASSETS, REPO_ROOT
-from live_server import free_port, wait_for
+from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows
+from live_server import free_port, graphql, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -32,7 +29,6 @@ IMAGE = "dbt-automation-demo:container-test"
 CODE_SERVER_PORT = 3030  # the image's EXPOSE and CMD
 READY_SECONDS = 300
 RUN_SECONDS = 300
-WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
 WORKSPACE = """
 load_from:
   - grpc_server:
@@ -65,15 +61,7 @@ class Deployment:
     url: str
 
     def graphql(self, query: str, **variables) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.load(response)
-        assert "errors" not in body, body
-        return body["data"]
+        return graphql(self.url, query, timeout=60, **variables)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +158,4 @@ def test_a_run_launched_against_the_image_succeeds_and_builds_the_warehouse(depl
         every=2,
     )
     assert status == "SUCCESS"
-    warehouse = deployment.shared / "warehouse" / "analytics.duckdb"
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = {table: con.execute(f"select count(*) from {table}").fetchone()[0]
-                for table in WHOLE_MARTS}  # fmt: skip
-    assert rows == WHOLE_MARTS
+    assert mart_rows(deployment.shared / "warehouse" / "analytics.duckdb") == WHOLE_MARTS

@@ -37,6 +37,8 @@ SEEDS = {"raw_customers", "raw_orders"}
 VIEWS = {"stg_customers", "stg_orders"}
 TABLES = {"customer_orders", "customer_segments", "order_summary"}
 ALL_ASSETS = SEEDS | VIEWS | TABLES
+# The marts' row counts after a whole build of the shipped seeds.
+WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
 EDGES = {  # (parent, child): the designed lineage
     ("raw_customers", "stg_customers"),
     ("raw_orders", "stg_orders"),
@@ -48,6 +50,15 @@ EDGES = {  # (parent, child): the designed lineage
 # `ready()` leaves the ticker two evaluations, a minute apart, after the clock it was given.
 TICK = timedelta(minutes=1)
 TICKS_IN_READY = 2
+
+
+def mart_rows(duckdb_file: Path) -> dict[str, int]:
+    """Row counts of the marts, read as a person would once no run writes the file."""
+    with duckdb.connect(str(duckdb_file), read_only=True) as con:
+        return {
+            table: con.execute(f"select count(*) from {table}").fetchone()[0]
+            for table in WHOLE_MARTS
+        }
 
 
 def readme_block(name: str) -> str:

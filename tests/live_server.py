@@ -84,15 +84,20 @@ class DevServer:
         return self.process.wait(timeout=seconds)
 
     def graphql(self, query: str, timeout: float = 30, **variables: Any) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.load(response)
-        assert "errors" not in body, body
-        return body["data"]
+        return graphql(self.url, query, timeout, **variables)
+
+
+def graphql(url: str, query: str, timeout: float = 30, **variables: Any) -> dict[str, Any]:
+    """One GraphQL request to the Dagster webserver at `url`: the answer's data, without errors."""
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.load(response)
+    assert "errors" not in body, body
+    return body["data"]
 
 
 def processes_under(folder: Path) -> dict[int, tuple[int, str]]:

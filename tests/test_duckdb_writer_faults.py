@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from harness import ALL_ASSETS, copy_dagster_project, readme_block
+from harness import ALL_ASSETS, WHOLE_MARTS, copy_dagster_project, mart_rows, readme_block
 from live_server import DevServer, kill_leftovers, run_processes, runs, wait_for
 
 pytestmark = pytest.mark.live
@@ -31,7 +31,6 @@ RECOVERY_BOUND_SECONDS = 30
 DEQUEUE_SECONDS = 5  # how often Dagster's run queue looks at its queued runs
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 SAMPLE_SECONDS = 0.5
-WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
 
 LAUNCH = """
 mutation Launch($location: String!, $repository: String!, $assets: [AssetKeyInput!]) {
@@ -138,12 +137,7 @@ def all_finished(server: DevServer, run_ids: list[str]) -> bool:
 
 
 def warehouse_rows(project: Path) -> dict[str, int]:
-    """Row counts of the marts, read as a person would once no run writes the file."""
-    with duckdb.connect(str(project / "warehouse" / "analytics.duckdb"), read_only=True) as con:
-        return {
-            table: con.execute(f"select count(*) from {table}").fetchone()[0]
-            for table in ("customer_orders", "customer_segments", "order_summary")
-        }
+    return mart_rows(project / "warehouse" / "analytics.duckdb")
 
 
 def test_three_runs_submitted_at_once_run_one_after_another_and_wait_without_a_process(server):
