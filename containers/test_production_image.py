@@ -21,7 +21,7 @@ import pytest
 from docker_harness import DOCKER, base_images, checkout_copy, docker
 
 from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows
-from live_server import free_port, graphql, wait_for
+from live_server import free_port, graphql, launch_run, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -40,15 +40,6 @@ INSTIGATORS = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
     sensors { name } schedules { name }
 } } } }
-"""
-LAUNCH = """
-mutation Launch($assets: [AssetKeyInput!]) {
-  launchRun(executionParams: {
-    selector: {repositoryLocationName: "analytics", repositoryName: "__repository__",
-               jobName: "__ASSET_JOB", assetSelection: $assets}
-    mode: "default"
-  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
-}
 """
 RUN_STATUS = """
 query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
@@ -143,10 +134,7 @@ def test_the_image_serves_the_seven_assets_the_sensor_and_the_schedule_over_grpc
 def test_a_run_launched_against_the_image_succeeds_and_builds_the_warehouse(deployment):
     wait_for("the host to load the image's code", lambda: loaded(deployment), READY_SECONDS)
     # Every asset, named, as the UI's "Materialize all" sends them; dbt runs in the container.
-    assets = [{"path": [name]} for name in sorted(ALL_ASSETS)]
-    launched = deployment.graphql(LAUNCH, assets=assets)["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    run_id = launch_run(deployment, ALL_ASSETS)
     status = wait_for(
         "the run to finish",
         lambda: (

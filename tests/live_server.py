@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,12 +110,18 @@ def processes_under(folder: Path) -> dict[int, tuple[int, str]]:
         try:
             cwd = Path(os.readlink(proc / "cwd"))
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            state, parent = state_and_parent(int(proc.name))
         except OSError:
             continue
         if state != "Z" and (cwd == folder or folder in cwd.parents):
-            found[int(proc.name)] = (int(parent), cmdline)
+            found[int(proc.name)] = (parent, cmdline)
     return found
+
+
+def state_and_parent(pid: int) -> tuple[str, int]:
+    """A process's state letter (Z: a zombie) and parent pid, from /proc; OSError once gone."""
+    state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    return state, int(parent)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,34 @@ RUNS = """
     runId status tags { key value } assetSelection { path }
 } } } }
 """
+
+
+LAUNCH = """
+mutation Launch($location: String!, $repository: String!, $assets: [AssetKeyInput!]) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: $location, repositoryName: $repository,
+               jobName: "__ASSET_JOB", assetSelection: $assets}
+    mode: "default"
+  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+}
+"""
+REPOSITORY = (
+    "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+)
+
+
+def launch_run(server: Any, assets: Iterable[str] | None) -> str:
+    """A run of the asset job on `server` (anything with a `graphql` method), of `assets` named
+    as the UI's *Materialize* sends them, or of the whole job (None, no selection recorded)."""
+    (repo,) = server.graphql(REPOSITORY)["repositoriesOrError"]["nodes"]
+    result = server.graphql(
+        LAUNCH,
+        location=repo["location"]["name"],
+        repository=repo["name"],
+        assets=None if assets is None else [{"path": [name]} for name in sorted(assets)],
+    )["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
 
 
 def runs(server: DevServer) -> list[dict[str, Any]]:

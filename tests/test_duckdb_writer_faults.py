@@ -20,7 +20,15 @@ import duckdb
 import pytest
 
 from harness import ALL_ASSETS, WHOLE_MARTS, copy_dagster_project, mart_rows, readme_block
-from live_server import DevServer, kill_leftovers, run_processes, runs, wait_for
+from live_server import (
+    DevServer,
+    kill_leftovers,
+    launch_run,
+    run_processes,
+    runs,
+    state_and_parent,
+    wait_for,
+)
 
 pytestmark = pytest.mark.live
 
@@ -32,15 +40,6 @@ DEQUEUE_SECONDS = 5  # how often Dagster's run queue looks at its queued runs
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 SAMPLE_SECONDS = 0.5
 
-LAUNCH = """
-mutation Launch($location: String!, $repository: String!, $assets: [AssetKeyInput!]) {
-  launchRun(executionParams: {
-    selector: {repositoryLocationName: $location, repositoryName: $repository,
-               jobName: "__ASSET_JOB", assetSelection: $assets}
-    mode: "default"
-  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
-}
-"""
 INSTIGATORS = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
     name location { name }
@@ -112,19 +111,7 @@ def quiet_dev_server(folder: Path, edit=lambda project: None) -> Iterator[DevSer
 
 
 def launch_everything(server: DevServer) -> str:
-    return launch(server, assets=None)
-
-
-def launch(server: DevServer, assets: set[str] | None) -> str:
-    (repo,) = server.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
-    result = server.graphql(
-        LAUNCH,
-        location=repo["location"]["name"],
-        repository=repo["name"],
-        assets=None if assets is None else [{"path": [name]} for name in sorted(assets)],
-    )
-    assert result["launchRun"]["__typename"] == "LaunchRunSuccess", result
-    return result["launchRun"]["run"]["runId"]
+    return launch_run(server, assets=None)
 
 
 def statuses(server: DevServer, run_ids: list[str]) -> list[str]:
@@ -207,7 +194,7 @@ def test_a_run_cancelled_mid_build_stops_dbt_and_records_what_it_built(
 ):
     server = server_with_a_slow_model
     cancelled_run = launch_everything(server)
-    next_run = launch(server, assets=ALL_ASSETS)  # queued behind it; all but the slow model
+    next_run = launch_run(server, assets=ALL_ASSETS)  # queued behind it; all but the slow model
     wait_for(
         "dbt to start building the slow model, after every mart",
         lambda: "START sql table model main.slow_count" in dbt_log(server.project, cancelled_run),
@@ -239,10 +226,9 @@ def dbt_log(project: Path, run_id: str) -> str:
 
 def is_running(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state_and_parent(pid)[0] != "Z"
     except OSError:
         return False
-    return state != "Z"
 
 
 def materialized_by(server: DevServer, run_id: str) -> set[str]:

@@ -30,6 +30,7 @@ from live_server import (
     DevServer,
     asset_names,
     kill_leftovers,
+    launch_run,
     launched_by_automation,
     runs,
     wait_for,
@@ -57,15 +58,6 @@ INSTIGATORS = """
     sensors { name sensorState { status } }
     schedules { name scheduleState { status } }
 } } } }
-"""
-LAUNCH = """
-mutation Launch($location: String!, $repository: String!, $asset: [String!]!) {
-  launchRun(executionParams: {
-    selector: {repositoryLocationName: $location, repositoryName: $repository,
-               jobName: "__ASSET_JOB", assetSelection: [{path: $asset}]}
-    mode: "default"
-  }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
-}
 """
 SENSOR_TICKS = """
 query Ticks($location: String!, $repository: String!) {
@@ -171,15 +163,6 @@ def repository(server: DevServer) -> dict:
     return repo
 
 
-def launch(server: DevServer, asset: str) -> str:
-    repo = repository(server)
-    result = server.graphql(
-        LAUNCH, location=repo["location"]["name"], repository=repo["name"], asset=[asset]
-    )["launchRun"]
-    assert result["__typename"] == "LaunchRunSuccess", result
-    return result["run"]["runId"]
-
-
 def finished(server: DevServer, run_id: str) -> str | None:
     (run,) = [run for run in runs(server) if run["runId"] == run_id]
     return run["status"] if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"} else None
@@ -242,7 +225,7 @@ def test_a_fresh_instance_runs_nothing_and_has_nothing_materialized(server):
 def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
     stop_the_hourly_schedule(server)
     before = len(automation_runs(server))
-    seed_run = launch(server, "raw_customers")
+    seed_run = launch_run(server, ["raw_customers"])
     assert wait_for("raw_customers to finish", lambda: finished(server, seed_run), RUN_SECONDS) == (
         "SUCCESS"
     )
