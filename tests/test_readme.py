@@ -6,6 +6,12 @@ import subprocess
 import dagster as dg
 
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
+from dbt_automation_demo.conditions import (
+    AnyParentUpdated,
+    RunningAtLastTick,
+    SafeToRun,
+    SinceLastRequested,
+)
 from harness import ALL_ASSETS, REPO_ROOT, readme_block
 
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
@@ -63,13 +69,21 @@ def test_the_readmes_policies_are_the_conditions_the_component_builds():
     )
 
 
+OUR_CONDITIONS = {
+    condition.__name__: condition
+    for condition in (AnyParentUpdated, RunningAtLastTick, SafeToRun, SinceLastRequested)
+}
+
+
 def from_readme(code: str, **names: str) -> dg.AutomationCondition:
-    """The README's block run as Python: its assignments, then its last line's condition."""
+    """The README's block run as Python: its assignments, then its last line's condition
+    (comments and blank lines aside), with Dagster's conditions and ours."""
     namespace = {
         name: getattr(dg.AutomationCondition, name) for name in dir(dg.AutomationCondition)
     }
-    namespace.update(names)
-    *assignments, expression = code.strip().splitlines()
+    namespace.update(OUR_CONDITIONS, **names)
+    lines = [line for line in code.splitlines() if line.strip() and not line.startswith("#")]
+    *assignments, expression = lines
     exec("\n".join(assignments), namespace)
     return eval(expression, namespace)
 

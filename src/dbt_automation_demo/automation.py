@@ -15,6 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_schedule
 
+from dbt_automation_demo.conditions import (
+    AnyParentUpdated,
+    RunningAtLastTick,
+    SafeToRun,
+    SinceLastRequested,
+)
+
 AC = dg.AutomationCondition
 
 DEFAULT_DAILY_CRON = "0 6 * * *"
@@ -22,35 +29,15 @@ DEFAULT_TIMEZONE = "UTC"
 
 
 def _changed() -> dg.AutomationCondition:
-    # any_deps_updated() is about the parents (newly_updated() would be about the view itself),
-    # and ignores a parent update made by a run that also built this view.
-    return (AC.code_version_changed() | AC.any_deps_updated()).with_label(
+    # A parent's update, not the view's own (newly_updated() would be about the view itself);
+    # a parent update made by a run that also built this view is ignored.
+    return (AC.code_version_changed() | AnyParentUpdated()).with_label(
         "SQL changed or a parent updated"
     )
 
 
-def _spent_by_last_request(fresh_trigger: dg.AutomationCondition) -> dg.AutomationCondition:
-    """The reset of ``fresh_trigger.since(...)``: the asset was requested on the last tick, and
-    no new trigger arrived since.
-
-    ``newly_requested()`` is true on the tick *after* the request; when a trigger arrives in
-    between, ``since()`` lets the reset win the tie (dagster-io/dagster#33587) unless both sides
-    carry timestamps, and ``|`` and ``&`` drop them (``any_deps_updated()`` has none): the
-    trigger would be spent by a request made before it. Excluding a fresh trigger from the
-    reset keeps it, whatever the clock.
-    """
-    return (AC.newly_requested() & ~fresh_trigger).with_label(
-        "requested on the last tick, no new trigger since"
-    )
-
-
 def _safe_to_run() -> dg.AutomationCondition:
-    # A dbt source is an external asset Dagster never materializes, so it is always "missing";
-    # only parents Dagster can build count, or a model over a source would never run.
-    buildable_parent_missing = AC.any_deps_missing().allow(dg.AssetSelection.all())
-    return (~AC.in_progress() & ~AC.any_deps_in_progress() & ~buildable_parent_missing).with_label(
-        "not running, no parent running or missing"
-    )
+    return SafeToRun().with_label("not running, no parent running or missing")
 
 
 @functools.cache
@@ -76,12 +63,10 @@ def refresh_on_change() -> dg.AutomationCondition:
     """
     # A parent update or an edit is spent only by a request, and only by one made before it:
     # spending it on the view's own update too (as eager() does) would lose one that arrived
-    # while the view's run was past reading its parent. The reset repeats the trigger's tree
-    # (its per-parent nodes are evaluated twice per tick): that is the price of the second part.
-    changed = (
-        _changed()
-        .since(_spent_by_last_request(_changed()))
-        .with_label("SQL changed or a parent updated since last requested")
+    # while the view's run was past reading its parent. Dagster's since() lets the reset win a
+    # tie (dagster-io/dagster#33587): SinceLastRequested does not.
+    changed = SinceLastRequested(trigger=_changed()).with_label(
+        "SQL changed or a parent updated since last requested"
     )
     # Being new is spent by any build, or building everything by hand would leave every view
     # requested once more.
@@ -122,13 +107,11 @@ def refresh_daily(
         f"'{cron}' ({timezone}) tick passed since last requested"
     )
     # A run in progress at the tick is that tick's refresh: the tick waits for the next one
-    # that passes while the asset is not running. Asking the run storage whether the asset is
-    # in progress only on a tick keeps a steady-state tick cheap.
-    running_at_tick = (tick & AC.in_progress()).with_label("running at the tick")
-    idle_at_tick = (tick & ~AC.in_progress()).with_label("not running at the tick")
-    refreshed_by_a_running_run = running_at_tick.since(idle_at_tick).with_label(
-        "the last tick passed while it was running"
-    )
+    # that passes while the asset is not running. The run storage is asked whether the asset
+    # is in progress only on a tick, which keeps a steady-state tick cheap.
+    refreshed_by_a_running_run = RunningAtLastTick(
+        cron_schedule=cron, cron_timezone=timezone
+    ).with_label("the last tick passed while it was running")
     return (due & ~refreshed_by_a_running_run & _safe_to_run()).with_label(
         f"refresh on cron '{cron}' ({timezone})"
     )
