@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import dagster as dg
+import dbt.adapters.factory
 import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
@@ -205,14 +206,22 @@ def test_a_run_starts_dbt_once_and_never_asks_its_version(shipped_defs, instance
     assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "build"]]
 
 
-def test_refreshing_the_components_state_parses_dbt_without_asking_its_version(tmp_path):
+def test_refreshing_the_components_state_only_runs_dbt_parse(tmp_path, monkeypatch):
     """What `dg check defs` and `dg dev` do after an edit, with the project as defs.yaml gives
-    it (dagster-dbt's preparer runs `dbt parse` through a resource of its own)."""
+    it (dagster-dbt's preparer runs `dbt parse` through a resource of its own): no
+    `dbt --version` process, and no dbt adapter loaded in this one."""
     project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
     component = CustomDbtComponent.from_attributes_dict(attributes={"project": str(project_dir)})
+    adapters_registered = []
+    monkeypatch.setattr(
+        dbt.adapters.factory,
+        "register_adapter",
+        lambda *args, **kwargs: adapters_registered.append(args),
+    )
     with started_commands() as commands:
         component.write_state_to_path(tmp_path / "state")
     assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "parse"]]
+    assert adapters_registered == []
     assert (project_dir / "target" / "manifest.json").exists()
 
 
@@ -309,7 +318,8 @@ def test_each_attribute_of_our_components_is_described_in_their_yaml_schema(comp
             if "$ref" in option
         )
         sensor = described_properties(definitions, sensor_schema)
-        assert set(sensor) == {"name", "minimum_interval_seconds", "default_status"}
+        assert set(sensor) == {"name", "minimum_interval_seconds", "default_status",
+                               "split_by_folder", "max_assets_per_sensor"}  # fmt: skip
         assert all(sensor.values())
 
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from dbt_automation_demo import replay
+from dbt_automation_demo.components.custom_dbt_component import AutomationSensorArgs
 from harness import (
     REPO_ROOT,
     SEEDS,
@@ -27,6 +28,7 @@ from harness import (
 FIXTURE = Path(__file__).parent / "fixtures" / "every_materialization"
 DAILY_CRON_LINE = '  daily_cron: "0 6 * * *"'
 TIMEZONE_LINE = "  cron_timezone: UTC"
+SENSOR_STATUS_LINE = "    default_status: RUNNING"
 VIEW_LABEL = "refresh on SQL change or parent update"
 
 
@@ -111,6 +113,51 @@ def test_critical_table_refreshes_every_quarter_hour_and_the_rest_keep_their_cro
     assert ticker.tick_at(after_daily_tick.replace(minute=30)) == {"a_table"}
 
 
+def test_one_sensor_evaluates_every_asset_in_the_code_server_by_default(every_materialization):
+    defs = build_defs(every_materialization)
+    assert sensor_targets(defs) == {
+        "every_materialization_automation_sensor": {
+            "a_seed", "a_view", "a_table", "an_incremental", "a_snapshot", "a_finance_table",
+        },
+    }  # fmt: skip
+    # AUTOMATION: evaluated in the code server (AUTO_MATERIALIZE would be the daemon).
+    assert {sensor.sensor_type.name for sensor in defs.sensors} == {"AUTOMATION"}
+
+
+def test_split_by_folder_gives_each_top_folder_a_sensor_of_its_own(every_materialization):
+    defs = build_defs(
+        every_materialization,
+        automation_sensor=AutomationSensorArgs(name="auto", split_by_folder=True),
+    )
+    assert sensor_targets(defs) == {
+        "auto_seeds": {"a_seed"},
+        "auto_models": {"a_view", "a_table", "an_incremental"},
+        "auto_finance": {"a_finance_table"},
+        "auto_snapshots": {"a_snapshot"},
+    }
+
+
+def test_max_assets_per_sensor_splits_a_folder_into_numbered_sensors(every_materialization):
+    defs = build_defs(
+        every_materialization,
+        automation_sensor=AutomationSensorArgs(
+            name="auto", split_by_folder=True, max_assets_per_sensor=2
+        ),
+    )
+    assert sensor_targets(defs) == {
+        "auto_seeds": {"a_seed"},
+        "auto_models_1": {"a_table", "a_view"},
+        "auto_models_2": {"an_incremental"},
+        "auto_finance": {"a_finance_table"},
+        "auto_snapshots": {"a_snapshot"},
+    }
+
+
+def sensor_targets(defs: dg.Definitions) -> dict[str, set[str]]:
+    graph = defs.resolve_asset_graph()
+    return {sensor.name: names(sensor.asset_selection.resolve(graph)) for sensor in defs.sensors}
+
+
 def test_daily_cron_and_timezone_are_attributes(every_materialization):
     defs = build_defs(every_materialization, daily_cron="30 2 * * *", cron_timezone="Europe/Berlin")
     assert tags_and_labels(defs)["a_seed"] == (
@@ -138,10 +185,15 @@ def test_daily_cron_and_timezone_are_attributes(every_materialization):
             f'{TIMEZONE_LINE}\n  cron_by_path: {{marts/finance: "0 25 * * *"}}',
             "`cron_by_path.marts/finance` = '0 25 * * *': '0 25 * * *' is not a valid cron",
         ),
+        (
+            SENSOR_STATUS_LINE,
+            f"{SENSOR_STATUS_LINE}\n    max_assets_per_sensor: 501",
+            "`automation_sensor.max_assets_per_sensor` = 501: must be between 1 and 500",
+        ),
     ],
-    ids=["daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path"],
+    ids=["daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path", "max_assets_per_sensor"],
 )
-def test_bad_cron_or_timezone_fails_dg_check_defs_naming_file_attribute_and_value(
+def test_bad_attribute_fails_dg_check_defs_naming_file_attribute_and_value(
     tmp_path, old, new, message
 ):
     project = copy_dagster_project(tmp_path / "project")

@@ -15,35 +15,91 @@ dagster-dbt reads the row counts and column schemas only after dbt has ended any
 one writer), so reading them afterwards, in a helper thread, changes nothing else. A cancel that
 arrives while they are read waits for those few queries, then stops the step. Other warehouses
 keep dagster-dbt's streaming path, which records each model as it finishes.
+
+Reading them needs dbt's adapter, with dbt's macros, loaded in this process (1.5-2 s here), which
+dagster-dbt does before it starts dbt. On DuckDB nothing reads through the adapter until dbt has
+ended, so it is loaded in a helper thread while dbt builds, on the core dbt leaves free.
 """
 
+import logging
 import signal
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import dagster as dg
+from dagster._utils import pushd
+from dagster_dbt import DbtCliResource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 
+logger = logging.getLogger(__name__)
 
-def dbt_events(invocation: DbtCliInvocation, include_metadata: Iterable[str]) -> Iterator[Any]:
-    """The Dagster events of `invocation`'s dbt command, each with the metadata asked for, as
+
+def dbt_events(
+    dbt: DbtCliResource,
+    args: Sequence[str],
+    context: dg.AssetExecutionContext,
+    include_metadata: Iterable[str],
+) -> Iterator[Any]:
+    """The Dagster events of the dbt command `args`, each with the metadata asked for, as
     `DbtProjectComponent.execute` yields them, but stopped for real by a cancel on DuckDB."""
-    if type(invocation.adapter).__name__ != "DuckDBAdapter":
+    if _adapter_type(context) != "duckdb":
         # Other warehouses: dagster-dbt's path, which records each model as it finishes.
-        return _with_metadata(invocation.stream(), include_metadata)
-    return _build_then_describe(invocation, include_metadata)
+        return _with_metadata(dbt.cli(args, context=context).stream(), include_metadata)
+    dbt.__dict__["_initialize_dbt_core_adapter"] = _no_adapter_yet
+    invocation = dbt.cli(args, context=context)
+    # Started after dbt.cli() has returned: the load changes the working directory, as
+    # dbt.cli() does around it, and the main thread does not change it again until the end.
+    adapter = _AdapterLoad(dbt, args)
+    return _build_then_describe(invocation, include_metadata, adapter)
+
+
+def _adapter_type(context: dg.AssetExecutionContext) -> str:
+    spec = next(iter(context.assets_def.specs))
+    return spec.metadata["dagster_dbt/manifest"].manifest["metadata"]["adapter_type"]
+
+
+def _no_adapter_yet(args: object) -> None:
+    return None
+
+
+class _AdapterLoad(threading.Thread):
+    """dagster-dbt's in-process dbt adapter for `dbt`'s project, loaded in a helper thread."""
+
+    def __init__(self, dbt: DbtCliResource, args: Sequence[str]):
+        super().__init__(name="dbt-adapter", daemon=True)
+        self.dbt, self.args = dbt, args
+        self.adapter, self.failure = None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            with pushd(str(self.dbt.project_dir)):
+                self.adapter = DbtCliResource._initialize_dbt_core_adapter(self.dbt, self.args)
+        except Exception as failure:  # as dagster-dbt: the run goes on, without metadata
+            self.failure = failure
+
+    def result(self) -> Any:
+        self.join()
+        if self.failure is not None:
+            logger.warning("Could not load the dbt adapter in Dagster.", exc_info=self.failure)
+        return self.adapter
 
 
 def _build_then_describe(
-    invocation: DbtCliInvocation, include_metadata: Iterable[str]
+    invocation: DbtCliInvocation, include_metadata: Iterable[str], adapter: _AdapterLoad
 ) -> Iterator[Any]:
     """Whatever stopped dbt (a failed model, a cancelled run) is raised after the events of what
     dbt had finished, so the run's history records every model that was built."""
     built, stopped_by = _read_until_dbt_ends(invocation)
-    described = _with_metadata(DbtEventIterator(iter(built), invocation), include_metadata)
-    events, interrupted = _read_in_a_thread(described)
+
+    def described() -> Iterator[Any]:
+        invocation.adapter = adapter.result()
+        yield from _with_metadata(DbtEventIterator(iter(built), invocation), include_metadata)
+
+    events, interrupted = _read_in_a_thread(described())
     yield from events
     if stopped_by is not None or interrupted is not None:
         raise stopped_by or interrupted

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import os
+import re
 import shutil
 import sysconfig
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,8 @@ DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = "data/analytics.duckdb"
 MOTHERDUCK_PREFIX = "md:"
 ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
+# Dagster refuses a sensor evaluated in the code server that targets more assets than this.
+MAX_ASSETS_PER_SENSOR = 500
 
 
 class ComponentConfigError(ValueError):
@@ -70,16 +73,88 @@ class AutomationSensorArgs(dg.Resolvable):
             examples=["RUNNING"],
         ),
     ] = "RUNNING"
+    split_by_folder: Annotated[
+        bool,
+        Resolver.default(
+            description=(
+                "One sensor per top folder of the dbt project (`staging`, `marts`, ...; seeds "
+                "and snapshots at the top of their paths count as `seeds` and `snapshots`), "
+                "named `<name>_<folder>`: each folder's automation can be stopped alone. A "
+                "table and a parent due on the same tick in different sensors are requested "
+                "in two runs, not one."
+            ),
+            examples=[True],
+        ),
+    ] = False
+    max_assets_per_sensor: Annotated[
+        int,
+        Resolver.default(
+            description=(
+                f"At most this many assets per sensor, 1 to {MAX_ASSETS_PER_SENSOR}. The policies "
+                "are written in Python, so Dagster evaluates them in the code server, where "
+                f"it refuses a sensor of more than {MAX_ASSETS_PER_SENSOR} assets. A larger "
+                "project (or folder) is split in the order of dbt's unique ids, into sensors "
+                "named `<name>_1`, `<name>_2`, ..."
+            ),
+            examples=[MAX_ASSETS_PER_SENSOR, 250],
+        ),
+    ] = MAX_ASSETS_PER_SENSOR
+
+    def invalid_reasons(self) -> dict[str, tuple[object, str]]:
+        """Attribute -> (value, why it cannot work), for each attribute that cannot."""
+        reasons = {}
+        if not 1 <= self.max_assets_per_sensor <= MAX_ASSETS_PER_SENSOR:
+            reasons["automation_sensor.max_assets_per_sensor"] = (
+                self.max_assets_per_sensor,
+                f"must be between 1 and {MAX_ASSETS_PER_SENSOR} (Dagster's limit for a sensor "
+                "evaluated in the code server)",
+            )
+        return reasons
 
     def build(
-        self, target: dg.AssetSelection, default_name: str
-    ) -> dg.AutomationConditionSensorDefinition:
-        return dg.AutomationConditionSensorDefinition(
-            name=self.name or default_name,
-            target=target,
-            minimum_interval_seconds=int(self.minimum_interval_seconds),
-            default_status=dg.DefaultSensorStatus[self.default_status],
-        )
+        self, folder_by_key: Mapping[dg.AssetKey, str], default_name: str
+    ) -> list[dg.AutomationConditionSensorDefinition]:
+        """The sensors for these assets (`folder_by_key` in the order to split them in)."""
+        groups = sensor_groups(
+            folder_by_key, self.name or default_name, self.split_by_folder,
+            self.max_assets_per_sensor,
+        )  # fmt: skip
+        return [
+            dg.AutomationConditionSensorDefinition(
+                name=name,
+                target=dg.AssetSelection.assets(*keys),
+                minimum_interval_seconds=int(self.minimum_interval_seconds),
+                default_status=dg.DefaultSensorStatus[self.default_status],
+                # The policies are Python (dbt_automation_demo.conditions), which the daemon
+                # cannot load; the code server can.
+                use_user_code_server=True,
+            )
+            for name, keys in groups.items()
+        ]
+
+
+def sensor_groups(
+    folder_by_key: Mapping[dg.AssetKey, str], name: str, by_folder: bool, max_assets: int
+) -> dict[str, list[dg.AssetKey]]:
+    """Sensor name -> its assets: by folder if asked, then in chunks of at most `max_assets`,
+    each in the order given. One group keeps `name` itself."""
+    folders: dict[str, list[dg.AssetKey]] = {}
+    for key, folder in folder_by_key.items():
+        folders.setdefault(_sensor_name_part(folder) if by_folder else "", []).append(key)
+    groups = {}
+    for folder, keys in folders.items():
+        chunks = [keys[start : start + max_assets] for start in range(0, len(keys), max_assets)]
+        for number, chunk in enumerate(chunks, start=1):
+            suffix = "_".join(
+                part for part in (folder, str(number) if len(chunks) > 1 else "") if part
+            )
+            groups[f"{name}_{suffix}" if suffix else name] = chunk
+    return groups
+
+
+def _sensor_name_part(folder: str) -> str:
+    # Sensor names allow letters, digits and underscores only.
+    return re.sub(r"[^A-Za-z0-9_]", "_", folder)
 
 
 # dagster_dbt.DbtProjectComponent, not imported by name: `dg list components` lists every
@@ -155,6 +230,8 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         for attribute, cron in crons.items():
             _raise_if(invalid_cron_reason(cron), attribute, cron)
         _raise_if(invalid_timezone_reason(self.cron_timezone), "cron_timezone", self.cron_timezone)
+        for attribute, (value, reason) in self.automation_sensor.invalid_reasons().items():
+            _raise_if(reason, attribute, value)
 
     @cached_property
     def translator(self) -> DagsterDbtTranslator:
@@ -181,17 +258,18 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         self, context: dg.ComponentLoadContext, state_path: Path | None
     ) -> dg.Definitions:
         dbt_defs = super().build_defs_from_state(context, state_path)
-        sensor = self.automation_sensor.build(
-            target=dg.AssetSelection.assets(*dbt_defs.assets),
+        sensors = self.automation_sensor.build(
+            folder_by_key=_top_folder_by_key(dbt_defs),
             default_name=f"{self.dbt_project.name}_automation_sensor",
         )
-        return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=[sensor]))
+        return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=sensors))
 
     def write_state_to_path(self, state_path: Path) -> None:
         # `dg check defs` and `dg dev` refresh this state after an edit: dagster-dbt's preparer
         # runs `dbt parse` through a DbtCliResource of its own, which would first ask
-        # `dbt --version` in a new process (2.5-4 s here, a third of the dev loop).
-        with dbt_version_known():
+        # `dbt --version` in a new process (2.5-4 s here) and load dbt's adapter and macros in
+        # this one (1.5-2 s): together, half of the dev loop.
+        with dbt_parse_without_probes():
             super().write_state_to_path(state_path)
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
@@ -203,8 +281,7 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         working_directory = os.getcwd()
         skip_dbt_version_probe(dbt)
         try:
-            invocation = dbt.cli(self.get_cli_args(context), context=context)
-            yield from dbt_events(invocation, self.include_metadata)
+            yield from dbt_events(dbt, self.get_cli_args(context), context, self.include_metadata)
         finally:
             release_duckdb_file()
             os.chdir(working_directory)
@@ -256,21 +333,32 @@ def skip_dbt_version_probe(dbt: DbtCliResource) -> None:
 
 
 @contextmanager
-def dbt_version_known() -> Iterator[None]:
+def dbt_parse_without_probes() -> Iterator[None]:
     """Inside the block, every `DbtCliResource` is handed this environment's dbt version
-    (`skip_dbt_version_probe`) as it starts a dbt command: also the resources dagster-dbt's own
-    code makes, which the component never sees."""
+    (`skip_dbt_version_probe`) as it starts a dbt command, and one that runs `dbt parse` loads
+    no dbt adapter in this process: also the resources dagster-dbt's own code makes, which the
+    component never sees.
+
+    dagster-dbt loads the adapter (and dbt's macros) before every command, to fetch row counts
+    and column schemas of the models the command builds; `dbt parse` builds none.
+    """
     cli = DbtCliResource.cli
 
-    def cli_with_the_version_known(resource: DbtCliResource, *args, **kwargs):
+    def cli_without_probes(resource: DbtCliResource, args, *rest, **kwargs):
         skip_dbt_version_probe(resource)
-        return cli(resource, *args, **kwargs)
+        if "parse" in args:
+            resource.__dict__["_initialize_dbt_core_adapter"] = _no_adapter
+        return cli(resource, args, *rest, **kwargs)
 
-    DbtCliResource.cli = cli_with_the_version_known
+    DbtCliResource.cli = cli_without_probes
     try:
         yield
     finally:
         DbtCliResource.cli = cli
+
+
+def _no_adapter(args: object) -> None:
+    return None
 
 
 def release_duckdb_file() -> None:
@@ -287,6 +375,19 @@ def release_duckdb_file() -> None:
         if DuckDBConnectionManager._ENV is not None:
             DuckDBConnectionManager._ENV.close()
             DuckDBConnectionManager._ENV = None
+
+
+def _top_folder_by_key(dbt_defs: dg.Definitions) -> dict[dg.AssetKey, str]:
+    """Each dbt asset's top folder under its resource path, ordered by dbt's unique ids (the
+    manifest's own order depends on the order dbt read the files in)."""
+    folders = {}
+    for assets_def in dbt_defs.assets:
+        for spec in assets_def.specs:
+            unique_id = spec.metadata["dagster_dbt/unique_id"]
+            node = spec.metadata["dagster_dbt/manifest"].manifest["nodes"][unique_id]
+            path = node["fqn"][1:-1]
+            folders[unique_id] = (spec.key, path[0] if path else f"{node['resource_type']}s")
+    return dict(folders[unique_id] for unique_id in sorted(folders))
 
 
 def _is_within(folder: str, ancestor: str) -> bool:
