@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject, DbtProjectComponent
 
 from dbt_automation_demo.components.custom_dbt_component import (
+    MATERIALIZATION_TAG,
+    AutomationSensorArgs,
     CustomDbtComponent,
     release_duckdb_file,
 )
@@ -167,6 +170,8 @@ def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
             "seeds_updated_per_tick": len(activity[-1]),
             "ours_requested_median": statistics.median(ours.requested[1:]),
             "stock_requested_median": statistics.median(eager.requested[1:]),
+            **{f"ours_{kind}": nodes for kind, nodes in ours.nodes_per_asset(graph).items()},
+            **{f"stock_{kind}": nodes for kind, nodes in eager.nodes_per_asset(graph).items()},
         },
     )
 
@@ -177,7 +182,7 @@ class _TickSeries:
     def __init__(self, defs: dg.Definitions, template: Path, home: Path, activity: list):
         shutil.copytree(template, home)
         self.defs, self.home, self.activity = defs, home, activity
-        self.now, self.cursor, self.requested = FIRST_TICK, None, []
+        self.now, self.cursor, self.requested, self.results = FIRST_TICK, None, [], []
 
     def __enter__(self) -> "_TickSeries":
         self._instance_cm = _instance(self.home)
@@ -196,9 +201,21 @@ class _TickSeries:
             defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
         )
         elapsed = time.perf_counter() - started
-        self.cursor = result.cursor
+        self.cursor, self.results = result.cursor, result.results
         self.requested.append(result.total_requested)
         return elapsed
+
+    def nodes_per_asset(self, graph) -> dict[str, float]:
+        """Condition nodes the last tick evaluated, per view and per other asset (mean)."""
+        counts: dict[str, list[int]] = {"nodes_per_view": [], "nodes_per_table": []}
+        for result in self.results:
+            is_view = graph.get(result.key).tags.get(MATERIALIZATION_TAG) == "view"
+            counts["nodes_per_view" if is_view else "nodes_per_table"].append(_nodes(result))
+        return {kind: statistics.mean(nodes) for kind, nodes in counts.items() if nodes}
+
+
+def _nodes(result: dg.AutomationResult) -> int:
+    return 1 + sum(_nodes(child) for child in result.child_results)
 
 
 @contextmanager
@@ -207,6 +224,135 @@ def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance
+
+
+# --- splitting the automation sensor ----------------------------------------------------------
+
+SENSOR_INTERVAL_SECONDS = 30  # the shipped defs.yaml's minimum_interval_seconds
+DAEMON_THREADS = 4  # as `sensors: {use_threads: true, num_workers: 4}` in dagster.yaml
+SENSOR_LAYOUTS = {
+    "one sensor": AutomationSensorArgs(max_assets_per_sensor=10**9),
+    "at most 500 assets per sensor (default)": AutomationSensorArgs(),
+    "by folder, at most 500 per sensor": AutomationSensorArgs(split_by_folder=True),
+}
+
+
+def splitting(project_dir: Path, models: int, repeat: int) -> list[Comparison]:
+    """The project's assets over several automation sensors, against one sensor for them all.
+
+    Each sensor is evaluated on its own cursor, as the daemon does, over the same instance and
+    the same landing data as the automation tick measure. A round evaluates every sensor once:
+    one after another (the daemon's default), or `DAEMON_THREADS` at a time (its thread
+    settings). Sensors of Python conditions run in the code server, one process, as the
+    threads here share one. An asset is evaluated once per round, so the time between two of
+    its evaluations is the longer of the sensor's interval and the round.
+    """
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    defs_by_layout = {
+        layout: component_defs(component=_UnlimitedSensors(project=project, automation_sensor=args))
+        for layout, args in SENSOR_LAYOUTS.items()
+    }
+    graph = defs_by_layout["one sensor"].resolve_asset_graph()
+    assets = sorted(graph.materializable_asset_keys)
+    seeds = [key for key in assets if key.path[-1].startswith("seed_")]
+    rounds = 2 * repeat  # serial and threaded rounds alternate
+    activity = [[]] + [
+        random.Random(tick).sample(seeds, k=max(1, len(seeds) // 20)) for tick in range(rounds)
+    ]
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
+        template = Path(scratch) / "template"
+        with _instance(template) as instance:
+            for key in assets:
+                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        for number, (layout, defs) in enumerate(defs_by_layout.items()):
+            with _SensorRounds(defs, template, Path(scratch) / str(number), activity) as sensors:
+                sensors.serial_round()  # each sensor's first tick: no cursor yet
+                serial, threaded = alternate(sensors.serial_round, sensors.threaded_round, repeat)
+                figures.append((layout, len(defs.sensors), serial, threaded, sensors))
+    one_sensor_seconds = figures[0][2]
+    return [
+        Comparison(
+            f"automation, {layout}",
+            models,
+            f"{count} sensor{'s' if count > 1 else ''}, round one after another",
+            "one sensor",
+            serial,
+            one_sensor_seconds,
+            repeat,
+            details={
+                "sensors": count,
+                "threaded_round_seconds": threaded,
+                "threaded_to_serial_ratio": threaded / serial,
+                "slowest_sensor_tick_seconds": sensors.slowest_tick(),
+                "seconds_between_evaluations_of_an_asset": max(SENSOR_INTERVAL_SECONDS, serial),
+                "evaluations_per_asset_per_round": sensors.evaluations_per_asset(assets),
+            },
+        )
+        for layout, count, serial, threaded, sensors in figures
+    ]
+
+
+class _UnlimitedSensors(CustomDbtComponent):
+    """The component, with a sensor of any size allowed (to measure one sensor for all)."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+class _SensorRounds:
+    """Every automation sensor of `defs`, each on its own cursor, over one instance copy."""
+
+    def __init__(self, defs: dg.Definitions, template: Path, home: Path, activity: list):
+        shutil.copytree(template, home)
+        self.defs, self.home, self.activity = defs, home, activity
+        self.now, self.rounds = FIRST_TICK, 0
+        self.cursors = {sensor.name: None for sensor in defs.sensors}
+        self.ticks: dict[str, list[float]] = {sensor.name: [] for sensor in defs.sensors}
+        self.evaluated: list[dg.AssetKey] = []
+
+    def __enter__(self) -> "_SensorRounds":
+        self._instance_cm = _instance(self.home)
+        self.instance = self._instance_cm.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._instance_cm.__exit__(*exc_info)
+
+    def serial_round(self) -> float:
+        self._land()
+        return timed(lambda: [self._tick(sensor) for sensor in self.defs.sensors])
+
+    def threaded_round(self) -> float:
+        self._land()
+        with ThreadPoolExecutor(max_workers=DAEMON_THREADS) as pool:
+            return timed(lambda: list(pool.map(self._tick, self.defs.sensors)))
+
+    def _land(self) -> None:
+        for key in self.activity[self.rounds]:
+            self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        self.rounds += 1
+        self.now += timedelta(minutes=1)
+
+    def _tick(self, sensor: dg.AutomationConditionSensorDefinition) -> None:
+        started = time.perf_counter()
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs,
+            instance=self.instance,
+            asset_selection=sensor.asset_selection,
+            evaluation_time=self.now,
+            cursor=self.cursors[sensor.name],
+        )
+        self.ticks[sensor.name].append(time.perf_counter() - started)
+        self.cursors[sensor.name] = result.cursor
+        if self.rounds == 1:
+            self.evaluated.extend(r.key for r in result.results)
+
+    def slowest_tick(self) -> float:
+        return max(statistics.median(ticks[1:]) for ticks in self.ticks.values())
+
+    def evaluations_per_asset(self, assets: list[dg.AssetKey]) -> float:
+        return len(self.evaluated) / len(assets)
 
 
 # --- the dev loop -----------------------------------------------------------------------------

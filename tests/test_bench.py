@@ -49,3 +49,14 @@ def test_completeness_check_names_every_missing_figure():
         "definitions build @ 100: stock_seconds",
         "definitions build @ 100: ratio",
     ]
+
+
+def test_completeness_check_expects_the_splitting_and_daemon_figures_at_1000_models():
+    missing = _missing_figures({"figures": []}, sizes=[100, 1000])
+    assert [name for name in missing if name.startswith(("automation, ", "daemon, "))] == [
+        "automation, at most 500 assets per sensor (default) @ 1000",
+        "automation, by folder, at most 500 per sensor @ 1000",
+        "automation, one sensor @ 1000",
+        "daemon, 4 sensor threads @ 1000",
+        "daemon, sensors one after another @ 1000",
+    ]

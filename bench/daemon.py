@@ -1,0 +1,172 @@
+"""A real `dagster-daemon` evaluating the component's automation sensors, for a few minutes.
+
+The sensors are the shipped configuration's (one per 500 assets, evaluated in the code server
+the daemon starts); new data lands on a twentieth of the seeds every sensor interval, as in the
+tick measure. Runs the sensors request are queued and never started (the queue's limit is 0):
+what is measured is how often each sensor is evaluated, not dbt.
+"""
+
+import itertools
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from bench.measure import SENSOR_INTERVAL_SECONDS, Comparison
+
+DAEMON_SETTINGS = {
+    "sensors one after another": "",
+    "4 sensor threads": "sensors:\n  use_threads: true\n  num_workers: 4\n",
+}
+
+
+def daemon_cadence(project_dir: Path, models: int, seconds: float) -> list[Comparison]:
+    """For each daemon setting: the median and the longest time between two evaluations of
+    the same sensor (so of each of its assets), against the sensor's interval."""
+    figures = []
+    for setting, yaml in DAEMON_SETTINGS.items():
+        with tempfile.TemporaryDirectory(prefix="bench-daemon-") as scratch:
+            intervals, durations, sensors = _run_daemon(project_dir, Path(scratch), yaml, seconds)
+        figures.append(
+            Comparison(
+                f"daemon, {setting}",
+                models,
+                "median time between two evaluations of a sensor",
+                "the sensor's interval",
+                statistics.median(intervals),
+                float(SENSOR_INTERVAL_SECONDS),
+                len(intervals),
+                details={
+                    "sensors": sensors,
+                    "longest_interval_seconds": max(intervals),
+                    "median_tick_seconds": statistics.median(durations),
+                    "longest_tick_seconds": max(durations),
+                    "measured_seconds": seconds,
+                },
+            )
+        )
+    return figures
+
+
+def _run_daemon(
+    project_dir: Path, scratch: Path, settings_yaml: str, seconds: float
+) -> tuple[list[float], list[float], int]:
+    home = scratch / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n  config:\n    max_concurrent_runs: 0\n" + settings_yaml
+    )
+    definitions = scratch / "definitions.py"
+    definitions.write_text(_DEFINITIONS.format(project_dir=str(project_dir)))
+    (scratch / "workspace.yaml").write_text(
+        f"load_from:\n  - python_file:\n      relative_path: {definitions}\n"
+        "      location_name: synthetic\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    seeds = _everything_built(home, definitions)
+    log = scratch / "daemon.log"
+    with log.open("w") as output:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(scratch / "workspace.yaml")],
+            env=env,
+            cwd=scratch,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            started = _wait_for_every_sensor_tick(instance, daemon)
+            _land_data_until(instance, seeds, started + seconds)
+            return _tick_intervals(instance)
+    except (RuntimeError, TimeoutError) as failure:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{failure}; the daemon's log ends:\n{tail}") from failure
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait()
+
+
+def _everything_built(home: Path, definitions: Path) -> list[dg.AssetKey]:
+    namespace: dict = {}
+    exec(compile(definitions.read_text(), str(definitions), "exec"), namespace)
+    graph = namespace["defs"].resolve_asset_graph()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for key in graph.materializable_asset_keys:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    return sorted(key for key in graph.materializable_asset_keys if key.path[-1][:5] == "seed_")
+
+
+def _wait_for_every_sensor_tick(instance: dg.DagsterInstance, daemon: subprocess.Popen) -> float:
+    """When every sensor has ended its first evaluation (which has no cursor yet)."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"dagster-daemon exited with {daemon.returncode}")
+        ticks = _ticks(instance)
+        if ticks and all(any(t.end_timestamp for t in sensor) for sensor in ticks.values()):
+            return time.time()
+        time.sleep(2)
+    raise TimeoutError("the automation sensors were not all evaluated within 5 minutes")
+
+
+def _land_data_until(instance: dg.DagsterInstance, seeds: list, until: float) -> None:
+    landing = 0
+    while time.time() < until:
+        for key in random.Random(landing).sample(seeds, k=max(1, len(seeds) // 20)):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        landing += 1
+        time.sleep(min(SENSOR_INTERVAL_SECONDS, max(0.0, until - time.time())))
+
+
+def _tick_intervals(instance: dg.DagsterInstance) -> tuple[list[float], list[float], int]:
+    """Between the starts of consecutive evaluations of each sensor, and each evaluation's
+    length (not the first's: it has no cursor yet, and requests nothing)."""
+    intervals, durations = [], []
+    ticks = _ticks(instance)
+    for sensor_ticks in ticks.values():
+        ended = sorted((t for t in sensor_ticks if t.end_timestamp), key=lambda t: t.timestamp)
+        starts = [t.timestamp for t in ended]
+        intervals += [later - earlier for earlier, later in itertools.pairwise(starts)]
+        durations += [t.end_timestamp - t.timestamp for t in ended[1:]]
+    if not intervals:
+        raise RuntimeError("no sensor was evaluated twice in the measured time")
+    return intervals, durations, len(ticks)
+
+
+def _ticks(instance: dg.DagsterInstance) -> dict[str, list]:
+    return {
+        state.instigator_name: instance.get_ticks(state.instigator_origin_id, state.selector_id)
+        for state in instance.all_instigator_state()
+        if state.instigator_type.value == "SENSOR"
+    }
+
+
+_DEFINITIONS = textwrap.dedent(
+    """\
+    import warnings
+
+    import dagster as dg
+    from dagster.components.core.component_tree import ComponentTree
+    from dagster_dbt import DbtProject
+
+    from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # one per asset
+    # A DbtProject with its manifest: the component needs no state refreshed.
+    project = DbtProject(project_dir={project_dir!r}, profiles_dir={project_dir!r})
+    defs = CustomDbtComponent(project=project).build_defs_from_state(
+        ComponentTree.for_test().load_context, state_path=None
+    )
+    """
+)
