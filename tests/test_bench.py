@@ -2,7 +2,8 @@
 
 import filecmp
 
-from bench.__main__ import _missing_figures
+from bench.__main__ import _missing_figures, _table
+from bench.measure import Comparison
 from bench.synthetic import generate_project, shape_for
 
 
@@ -59,4 +60,40 @@ def test_completeness_check_expects_the_splitting_and_daemon_figures_at_1000_mod
         "automation, one sensor @ 1000",
         "daemon, 4 sensor threads @ 1000",
         "daemon, sensors one after another @ 1000",
+    ]
+
+
+def test_the_table_shows_every_kind_of_figure():
+    kinds = {
+        "definitions build": {},
+        "automation, one sensor": {
+            "sensors": 1, "threaded_round_seconds": 2.0, "slowest_sensor_tick_seconds": 2.0,
+            "evaluations_per_asset_per_round": 1.0, "seconds_between_evaluations_of_an_asset": 30,
+        },
+        "daemon, 4 sensor threads": {
+            "sensors": 3, "longest_interval_seconds": 35.0, "median_tick_seconds": 0.8,
+            "longest_tick_seconds": 1.4,
+        },
+    }  # fmt: skip
+    figures = [
+        {**Comparison(measure, 1000, "ours", "stock", 1.0, 2.0, 3, details).as_dict()}
+        for measure, details in kinds.items()
+    ]
+    report = {
+        "figures": figures,
+        "tick_cost_per_asset_growth_from_1000": None,
+        "machine": {"cores": 2, "processor": "cpu", "python": "3.11"},
+        "versions": {"dagster": "1"},
+        "settings": {"repeat": 3},
+        "total_seconds": 60.0,
+    }
+    lines = _table(report).splitlines()
+    assert [line.split(" | ")[0] for line in lines if " | 1,000 | ours: 1.00 s" in line] == [
+        "| definitions build",
+        "| automation, one sensor",
+        "| daemon, 4 sensor threads",
+    ]
+    assert [line for line in lines if line.startswith("| 1,000 |")] == [
+        "| 1,000 | one sensor | 1 | 1.00 s | 2.00 s | 2.00 s | 1 | 30 s |",
+        "| 1,000 | 4 sensor threads | 3 | 1.0 s | 35.0 s | 0.80 s | 1.40 s |",
     ]
