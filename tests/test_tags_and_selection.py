@@ -153,6 +153,19 @@ def test_max_assets_per_sensor_splits_a_folder_into_numbered_sensors(every_mater
     }
 
 
+def test_a_project_over_max_assets_per_sensor_gets_numbered_sensors_by_dbt_unique_id(
+    every_materialization,
+):
+    defs = build_defs(
+        every_materialization,
+        automation_sensor=AutomationSensorArgs(name="auto", max_assets_per_sensor=4),
+    )
+    assert sensor_targets(defs) == {
+        "auto_1": {"a_finance_table", "a_table", "a_view", "an_incremental"},  # model.*
+        "auto_2": {"a_seed", "a_snapshot"},  # seed.*, snapshot.*
+    }
+
+
 def sensor_targets(defs: dg.Definitions) -> dict[str, set[str]]:
     graph = defs.resolve_asset_graph()
     return {sensor.name: names(sensor.asset_selection.resolve(graph)) for sensor in defs.sensors}
