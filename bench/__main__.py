@@ -176,26 +176,48 @@ def _row(figure: Comparison) -> str:
 
 
 def _splitting_table(report: dict) -> list[str]:
+    return _details_table(
+        report,
+        "threaded_round_seconds",
+        ["sensors", "count", "round, one after another", "round, 4 threads",
+         "slowest sensor's tick", "evaluations per asset per round",
+         "between two evaluations of an asset"],
+        lambda f, details: [
+            f["measure"].removeprefix("automation, "), details["sensors"],
+            f"{f['ours_seconds']:.2f} s", f"{details['threaded_round_seconds']:.2f} s",
+            f"{details['slowest_sensor_tick_seconds']:.2f} s",
+            f"{details['evaluations_per_asset_per_round']:.0f}",
+            f"{details['seconds_between_evaluations_of_an_asset']:.0f} s",
+        ],
+    )  # fmt: skip
+
+
+def _daemon_table(report: dict) -> list[str]:
+    return _details_table(
+        report,
+        "longest_interval_seconds",
+        ["dagster-daemon", "sensors", "between two evaluations of a sensor (median)",
+         "(longest)", "a sensor's tick (median)", "(longest)"],
+        lambda f, details: [
+            f["measure"].removeprefix("daemon, "), details["sensors"],
+            f"{f['ours_seconds']:.1f} s", f"{details['longest_interval_seconds']:.1f} s",
+            f"{details['median_tick_seconds']:.2f} s",
+            f"{details['longest_tick_seconds']:.2f} s",
+        ],
+    )  # fmt: skip
+
+
+def _details_table(report: dict, detail: str, columns: list[str], cells) -> list[str]:
+    """A table of the figures that have `detail`, one row each, after their model count."""
     rows = [
-        f"| {f['models']:,} | {f['measure'].removeprefix('automation, ')} "
-        f"| {f['details']['sensors']} | {f['ours_seconds']:.2f} s "
-        f"| {f['details']['threaded_round_seconds']:.2f} s "
-        f"| {f['details']['slowest_sensor_tick_seconds']:.2f} s "
-        f"| {f['details']['evaluations_per_asset_per_round']:.0f} "
-        f"| {f['details']['seconds_between_evaluations_of_an_asset']:.0f} s |"
+        "| " + " | ".join(map(str, [f"{f['models']:,}", *cells(f, f["details"])])) + " |"
         for f in report["figures"]
-        if "threaded_round_seconds" in f["details"]
+        if detail in f["details"]
     ]
     if not rows:
         return []
-    return [
-        "",
-        "| models | sensors | count | round, one after another | round, 4 threads "
-        "| slowest sensor's tick | evaluations per asset per round "
-        "| between two evaluations of an asset |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
-    ]
+    header = ["models", *columns]
+    return ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
 
 
 def _table(report: dict) -> str:
@@ -226,27 +248,6 @@ def _table(report: dict) -> str:
     return "\n".join(
         [*header, *rows, *_splitting_table(report), *_daemon_table(report), "", *notes]
     )
-
-
-def _daemon_table(report: dict) -> list[str]:
-    rows = [
-        f"| {f['models']:,} | {f['measure'].removeprefix('daemon, ')} "
-        f"| {f['details']['sensors']} | {f['ours_seconds']:.1f} s "
-        f"| {f['details']['longest_interval_seconds']:.1f} s "
-        f"| {f['details']['median_tick_seconds']:.2f} s "
-        f"| {f['details']['longest_tick_seconds']:.2f} s |"
-        for f in report["figures"]
-        if "longest_interval_seconds" in f["details"]
-    ]
-    if not rows:
-        return []
-    return [
-        "",
-        "| models | dagster-daemon | sensors | between two evaluations of a sensor (median) "
-        "| (longest) | a sensor's tick (median) | (longest) |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ]
 
 
 def _fields(figure: dict) -> dict:

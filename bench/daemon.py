@@ -8,7 +8,6 @@ what is measured is how often each sensor is evaluated, not dbt.
 
 import itertools
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -20,7 +19,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from bench.measure import SENSOR_INTERVAL_SECONDS, Comparison
+from bench.measure import (
+    SENSOR_INTERVAL_SECONDS,
+    Comparison,
+    report_materialized,
+    seeds_landing,
+)
 
 DAEMON_SETTINGS = {
     "sensors one after another": "",
@@ -102,8 +106,7 @@ def _everything_built(home: Path, definitions: Path) -> list[dg.AssetKey]:
     exec(compile(definitions.read_text(), str(definitions), "exec"), namespace)
     graph = namespace["defs"].resolve_asset_graph()
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        for key in graph.materializable_asset_keys:
-            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        report_materialized(instance, graph.materializable_asset_keys)
     return sorted(key for key in graph.materializable_asset_keys if key.path[-1][:5] == "seed_")
 
 
@@ -123,8 +126,7 @@ def _wait_for_every_sensor_tick(instance: dg.DagsterInstance, daemon: subprocess
 def _land_data_until(instance: dg.DagsterInstance, seeds: list, until: float) -> None:
     landing = 0
     while time.time() < until:
-        for key in random.Random(landing).sample(seeds, k=max(1, len(seeds) // 20)):
-            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        report_materialized(instance, seeds_landing(seeds, landing))
         landing += 1
         time.sleep(min(SENSOR_INTERVAL_SECONDS, max(0.0, until - time.time())))
 

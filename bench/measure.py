@@ -113,6 +113,56 @@ def definitions_build(project_dir: Path, models: int, repeat: int) -> Comparison
     )
 
 
+# --- instances with every asset built, and data landing ---------------------------------------
+
+
+@contextmanager
+def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def seeds_landing(seeds: list[dg.AssetKey], tick: int) -> list[dg.AssetKey]:
+    """The seeds new data lands on before `tick`: a twentieth of them, the same for a tick."""
+    return random.Random(tick).sample(seeds, k=max(1, len(seeds) // 20))
+
+
+def _landing_data(assets: list[dg.AssetKey], ticks: int) -> list[list[dg.AssetKey]]:
+    """The seeds updated before each tick: none before the first (it has no cursor yet)."""
+    seeds = [key for key in assets if key.path[-1].startswith("seed_")]
+    return [[]] + [seeds_landing(seeds, tick) for tick in range(ticks)]
+
+
+def report_materialized(instance: dg.DagsterInstance, keys) -> None:
+    for key in keys:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+
+def _everything_built(home: Path, assets: list[dg.AssetKey]) -> Path:
+    """An instance in which every asset has been materialized once: each side gets a copy."""
+    with _instance(home) as instance:
+        report_materialized(instance, assets)
+    return home
+
+
+class _OnACopy:
+    """Work on a copy of a template instance, opened for the length of a `with` block."""
+
+    def __init__(self, template: Path, home: Path):
+        shutil.copytree(template, home)
+        self.home = home
+
+    def __enter__(self):
+        self._instance_cm = _instance(self.home)
+        self.instance = self._instance_cm.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._instance_cm.__exit__(*exc_info)
+
+
 # --- automation tick --------------------------------------------------------------------------
 
 
@@ -138,16 +188,10 @@ def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
     eager_defs = component_defs(component=EagerDbtComponent(project=project))
     graph = ours_defs.resolve_asset_graph()
     assets = sorted(graph.materializable_asset_keys)
-    seeds = [key for key in assets if key.path[-1].startswith("seed_")]
-    activity = [[]] + [
-        random.Random(tick).sample(seeds, k=max(1, len(seeds) // 20)) for tick in range(repeat)
-    ]
+    activity = _landing_data(assets, ticks=repeat)
 
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
-        template = Path(scratch) / "template"
-        with _instance(template) as instance:
-            for key in assets:
-                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        template = _everything_built(Path(scratch) / "template", assets)
         ours = _TickSeries(ours_defs, template, Path(scratch) / "ours", activity)
         eager = _TickSeries(eager_defs, template, Path(scratch) / "eager", activity)
         with ours, eager:
@@ -176,25 +220,16 @@ def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
     )
 
 
-class _TickSeries:
+class _TickSeries(_OnACopy):
     """The automation sensor's evaluations on a copy of the template instance."""
 
     def __init__(self, defs: dg.Definitions, template: Path, home: Path, activity: list):
-        shutil.copytree(template, home)
-        self.defs, self.home, self.activity = defs, home, activity
+        super().__init__(template, home)
+        self.defs, self.activity = defs, activity
         self.now, self.cursor, self.requested, self.results = FIRST_TICK, None, [], []
 
-    def __enter__(self) -> "_TickSeries":
-        self._instance_cm = _instance(self.home)
-        self.instance = self._instance_cm.__enter__()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._instance_cm.__exit__(*exc_info)
-
     def tick(self) -> float:
-        for key in self.activity[len(self.requested)]:
-            self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        report_materialized(self.instance, self.activity[len(self.requested)])
         self.now += timedelta(minutes=1)
         started = time.perf_counter()
         result = dg.evaluate_automation_conditions(
@@ -216,14 +251,6 @@ class _TickSeries:
 
 def _nodes(result: dg.AutomationResult) -> int:
     return 1 + sum(_nodes(child) for child in result.child_results)
-
-
-@contextmanager
-def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        yield instance
 
 
 # --- splitting the automation sensor ----------------------------------------------------------
@@ -254,17 +281,10 @@ def splitting(project_dir: Path, models: int, repeat: int) -> list[Comparison]:
     }
     graph = defs_by_layout["one sensor"].resolve_asset_graph()
     assets = sorted(graph.materializable_asset_keys)
-    seeds = [key for key in assets if key.path[-1].startswith("seed_")]
-    rounds = 2 * repeat  # serial and threaded rounds alternate
-    activity = [[]] + [
-        random.Random(tick).sample(seeds, k=max(1, len(seeds) // 20)) for tick in range(rounds)
-    ]
+    activity = _landing_data(assets, ticks=2 * repeat)  # serial and threaded rounds alternate
     figures = []
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
-        template = Path(scratch) / "template"
-        with _instance(template) as instance:
-            for key in assets:
-                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        template = _everything_built(Path(scratch) / "template", assets)
         for number, (layout, defs) in enumerate(defs_by_layout.items()):
             with _SensorRounds(defs, template, Path(scratch) / str(number), activity) as sensors:
                 sensors.serial_round()  # each sensor's first tick: no cursor yet
@@ -300,24 +320,16 @@ class _UnlimitedSensors(CustomDbtComponent):
         pass
 
 
-class _SensorRounds:
+class _SensorRounds(_OnACopy):
     """Every automation sensor of `defs`, each on its own cursor, over one instance copy."""
 
     def __init__(self, defs: dg.Definitions, template: Path, home: Path, activity: list):
-        shutil.copytree(template, home)
-        self.defs, self.home, self.activity = defs, home, activity
+        super().__init__(template, home)
+        self.defs, self.activity = defs, activity
         self.now, self.rounds = FIRST_TICK, 0
         self.cursors = {sensor.name: None for sensor in defs.sensors}
         self.ticks: dict[str, list[float]] = {sensor.name: [] for sensor in defs.sensors}
         self.evaluated: list[dg.AssetKey] = []
-
-    def __enter__(self) -> "_SensorRounds":
-        self._instance_cm = _instance(self.home)
-        self.instance = self._instance_cm.__enter__()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._instance_cm.__exit__(*exc_info)
 
     def serial_round(self) -> float:
         self._land()
@@ -329,8 +341,7 @@ class _SensorRounds:
             return timed(lambda: list(pool.map(self._tick, self.defs.sensors)))
 
     def _land(self) -> None:
-        for key in self.activity[self.rounds]:
-            self.instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        report_materialized(self.instance, self.activity[self.rounds])
         self.rounds += 1
         self.now += timedelta(minutes=1)
 
