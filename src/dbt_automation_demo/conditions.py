@@ -205,12 +205,16 @@ def _run_targeted(asset: dg.AssetKey, parent: dg.AssetKey):
 
 def _requested_this_tick(context: dg.AutomationContext, parent: dg.AssetKey) -> EntitySubset:
     requested = context.request_subsets_by_key.get(parent)
-    runs_with_it = executable_in_same_run(
-        asset_graph=context.asset_graph, child_key=context.key, parent_key=parent
-    ) and (context.asset_graph.get(parent).is_materializable)
-    if requested is None or not runs_with_it:
+    if requested is None or not _runs_with(context, parent):
         return context.asset_graph_view.get_empty_subset(key=parent)
     return requested
+
+
+def _runs_with(context: dg.AutomationContext, parent: dg.AssetKey) -> bool:
+    # As Dagster's will_be_requested(): only a materializable parent's request counts.
+    return context.asset_graph.get(parent).is_materializable and executable_in_same_run(
+        asset_graph=context.asset_graph, child_key=context.key, parent_key=parent
+    )
 
 
 async def _in_progress(

@@ -48,7 +48,7 @@ def dbt_events(
     if _adapter_type(context) != "duckdb":
         # Other warehouses: dagster-dbt's path, which records each model as it finishes.
         return _with_metadata(dbt.cli(args, context=context).stream(), include_metadata)
-    dbt.__dict__["_initialize_dbt_core_adapter"] = _no_adapter_yet
+    load_no_adapter(dbt)
     invocation = dbt.cli(args, context=context)
     # Started after dbt.cli() has returned: the load changes the working directory, as
     # dbt.cli() does around it, and the main thread does not change it again until the end.
@@ -61,8 +61,10 @@ def _adapter_type(context: dg.AssetExecutionContext) -> str:
     return spec.metadata["dagster_dbt/manifest"].manifest["metadata"]["adapter_type"]
 
 
-def _no_adapter_yet(args: object) -> None:
-    return None
+def load_no_adapter(dbt: DbtCliResource) -> None:
+    """The resource's commands load no dbt adapter in this process (dagster-dbt loads one
+    before every command, to fetch metadata through it)."""
+    dbt.__dict__["_initialize_dbt_core_adapter"] = lambda args: None
 
 
 class _AdapterLoad(threading.Thread):

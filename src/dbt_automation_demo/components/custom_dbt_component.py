@@ -27,7 +27,7 @@ from dbt_automation_demo.automation import (
     refresh_daily,
     refresh_on_change,
 )
-from dbt_automation_demo.components.cancellable_dbt import dbt_events
+from dbt_automation_demo.components.cancellable_dbt import dbt_events, load_no_adapter
 
 MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
@@ -100,16 +100,14 @@ class AutomationSensorArgs(dg.Resolvable):
         ),
     ] = MAX_ASSETS_PER_SENSOR
 
-    def invalid_reasons(self) -> dict[str, tuple[object, str]]:
-        """Attribute -> (value, why it cannot work), for each attribute that cannot."""
-        reasons = {}
-        if not 1 <= self.max_assets_per_sensor <= MAX_ASSETS_PER_SENSOR:
-            reasons["automation_sensor.max_assets_per_sensor"] = (
-                self.max_assets_per_sensor,
-                f"must be between 1 and {MAX_ASSETS_PER_SENSOR} (Dagster's limit for a sensor "
-                "evaluated in the code server)",
-            )
-        return reasons
+    def invalid_max_assets_reason(self) -> str | None:
+        """None when `max_assets_per_sensor` can work, otherwise why it cannot."""
+        if 1 <= self.max_assets_per_sensor <= MAX_ASSETS_PER_SENSOR:
+            return None
+        return (
+            f"must be between 1 and {MAX_ASSETS_PER_SENSOR} (Dagster's limit for a sensor "
+            "evaluated in the code server)"
+        )
 
     def build(
         self, folder_by_key: Mapping[dg.AssetKey, str], default_name: str
@@ -145,10 +143,8 @@ def sensor_groups(
     for folder, keys in folders.items():
         chunks = [keys[start : start + max_assets] for start in range(0, len(keys), max_assets)]
         for number, chunk in enumerate(chunks, start=1):
-            suffix = "_".join(
-                part for part in (folder, str(number) if len(chunks) > 1 else "") if part
-            )
-            groups[f"{name}_{suffix}" if suffix else name] = chunk
+            parts = [name, folder, str(number) if len(chunks) > 1 else ""]
+            groups["_".join(part for part in parts if part)] = chunk
     return groups
 
 
@@ -230,8 +226,11 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         for attribute, cron in crons.items():
             _raise_if(invalid_cron_reason(cron), attribute, cron)
         _raise_if(invalid_timezone_reason(self.cron_timezone), "cron_timezone", self.cron_timezone)
-        for attribute, (value, reason) in self.automation_sensor.invalid_reasons().items():
-            _raise_if(reason, attribute, value)
+        _raise_if(
+            self.automation_sensor.invalid_max_assets_reason(),
+            "automation_sensor.max_assets_per_sensor",
+            self.automation_sensor.max_assets_per_sensor,
+        )
 
     @cached_property
     def translator(self) -> DagsterDbtTranslator:
@@ -347,7 +346,7 @@ def dbt_parse_without_probes() -> Iterator[None]:
     def cli_without_probes(resource: DbtCliResource, args, *rest, **kwargs):
         skip_dbt_version_probe(resource)
         if "parse" in args:
-            resource.__dict__["_initialize_dbt_core_adapter"] = _no_adapter
+            load_no_adapter(resource)
         return cli(resource, args, *rest, **kwargs)
 
     DbtCliResource.cli = cli_without_probes
@@ -355,10 +354,6 @@ def dbt_parse_without_probes() -> Iterator[None]:
         yield
     finally:
         DbtCliResource.cli = cli
-
-
-def _no_adapter(args: object) -> None:
-    return None
 
 
 def release_duckdb_file() -> None:
