@@ -143,7 +143,9 @@ def test_dbt_data_tests_run_as_asset_checks_and_pass(shipped_defs, instance, duc
     assert all(evaluation.passed for evaluation in evaluations)
 
 
-def test_materializations_carry_row_counts_and_column_schemas(shipped_defs, instance, duckdb_file):
+def test_materializations_carry_row_counts_column_schemas_and_column_lineage(
+    shipped_defs, instance, duckdb_file
+):
     result = materialize(shipped_defs, instance, ALL_ASSETS)
     metadata = {
         event.asset_key.to_user_string(): event.materialization.metadata
@@ -159,6 +161,10 @@ def test_materializations_carry_row_counts_and_column_schemas(shipped_defs, inst
                           "customer_segments": 100, "order_summary": 12}  # fmt: skip
     assert {name for name, values in metadata.items() if "dagster/column_schema" in values} == (
         ALL_ASSETS
+    )
+    # dagster-dbt derives column lineage from each model's SQL; a seed has no SQL.
+    assert {name for name, values in metadata.items() if "dagster/column_lineage" in values} == (
+        ALL_ASSETS - {"raw_customers", "raw_orders"}
     )
 
 

@@ -19,6 +19,11 @@ keep dagster-dbt's streaming path, which records each model as it finishes.
 Reading them needs dbt's adapter, with dbt's macros, loaded in this process (1.5-2 s here), which
 dagster-dbt does before it starts dbt. On DuckDB nothing reads through the adapter until dbt has
 ended, so it is loaded in a helper thread while dbt builds, on the core dbt leaves free.
+
+The metadata is then read one model after another in that one thread. dagster-dbt reads it in a
+thread pool per kind, each drained by a loop that polls without sleeping: that loop holds the GIL,
+so each worker waits a whole switch interval (5 ms) to get it back after every DuckDB query. For
+the demo's seven assets that took 1.0-1.2 s; read one after another, 0.1-0.2 s, the same metadata.
 """
 
 import logging
@@ -32,7 +37,12 @@ import dagster as dg
 from dagster._utils import pushd
 from dagster_dbt import DbtCliResource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
-from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
+from dagster_dbt.core.dbt_event_iterator import (
+    DbtDagsterEventType,
+    DbtEventIterator,
+    _fetch_column_metadata,
+    _fetch_row_count_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +109,10 @@ def _build_then_describe(
 
     def described() -> Iterator[Any]:
         invocation.adapter = adapter.result()
-        yield from _with_metadata(DbtEventIterator(iter(built), invocation), include_metadata)
+        events = _one_after_another(built, invocation, include_metadata)
+        if "insights" in include_metadata:  # for DuckDB dagster-dbt only warns it has none
+            events = DbtEventIterator(events, invocation).with_insights()
+        yield from events
 
     events, interrupted = _read_in_a_thread(described())
     yield from events
@@ -138,6 +151,25 @@ def _with_metadata(events: DbtEventIterator, include_metadata: Iterable[str]) ->
     if "insights" in include_metadata:
         events = events.with_insights()
     return events
+
+
+def _one_after_another(
+    events: Iterable[DbtDagsterEventType],
+    invocation: DbtCliInvocation,
+    include_metadata: Iterable[str],
+) -> Iterator[DbtDagsterEventType]:
+    """Each event with the metadata dagster-dbt's fetches attach to it (`_with_metadata`'s),
+    fetched in this thread, one event after another (see the module's docstring for why)."""
+    fetches = []
+    if "column_metadata" in include_metadata:
+        fetches.append(lambda event: _fetch_column_metadata(invocation, event, True))
+    if "row_count" in include_metadata:
+        fetches.append(lambda event: _fetch_row_count_metadata(invocation, event))
+    for event in events:
+        fetched = {}
+        for fetch in fetches:
+            fetched.update(fetch(event) or {})
+        yield event.with_metadata({**event.metadata, **fetched}) if fetched else event
 
 
 def _read_in_a_thread(events: Iterator[Any]) -> tuple[list[Any], BaseException | None]:
