@@ -9,7 +9,6 @@ import shutil
 import subprocess
 
 import dagster as dg
-import dbt.adapters.factory
 import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
@@ -27,6 +26,7 @@ from harness import (
     SHIPPED_DBT_PROJECT,
     TABLES,
     VIEWS,
+    add_comment,
     build_defs,
     copy_dagster_project,
     copy_dbt_project,
@@ -212,23 +212,36 @@ def test_a_run_starts_dbt_once_and_never_asks_its_version(shipped_defs, instance
     assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "build"]]
 
 
-def test_refreshing_the_components_state_only_runs_dbt_parse(tmp_path, monkeypatch):
+def test_refreshing_the_components_state_parses_in_this_process_and_starts_no_dbt(
+    tmp_path, monkeypatch
+):
     """What `dg check defs` and `dg dev` do after an edit, with the project as defs.yaml gives
-    it (dagster-dbt's preparer runs `dbt parse` through a resource of its own): no
-    `dbt --version` process, and no dbt adapter loaded in this one."""
+    it: dagster-dbt's preparer would start `dbt --version` and `dbt parse`; the parse runs in
+    this process instead, and a second refresh in the same process sees the next edit."""
     project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
+    monkeypatch.chdir(tmp_path)  # as `dg` runs: in the Dagster project, beside the dbt project
     component = CustomDbtComponent.from_attributes_dict(attributes={"project": str(project_dir)})
-    adapters_registered = []
-    monkeypatch.setattr(
-        dbt.adapters.factory,
-        "register_adapter",
-        lambda *args, **kwargs: adapters_registered.append(args),
-    )
     with started_commands() as commands:
         component.write_state_to_path(tmp_path / "state")
-    assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "parse"]]
-    assert adapters_registered == []
-    assert (project_dir / "target" / "manifest.json").exists()
+        add_comment(project_dir, "stg_orders")
+        component.write_state_to_path(tmp_path / "state")
+    assert [command for command in commands if command[0] == "dbt"] == []
+    manifest = json.loads((project_dir / "target" / "manifest.json").read_text())
+    assert manifest["nodes"]["model.analytics_dbt.stg_orders"]["raw_code"].endswith(
+        "-- edited by a test"  # dbt keeps a model's code without its final newline
+    )
+    # dbt's artifacts and log stay in the dbt project, as with dagster-dbt's `dbt` process.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["analytics_dbt", "project", "state"]
+    assert (project_dir / "target" / "dbt.log").exists()
+
+
+def test_a_model_dbt_cannot_parse_fails_dg_check_defs_naming_its_file(tmp_path):
+    project = copy_dagster_project(tmp_path)
+    edit_sql(project / "analytics_dbt", "customer_orders", "select * from {{ ref('stg_orders' }}\n")
+    checked = dg_in(project, "check", "defs")
+    assert checked.returncode != 0
+    assert "dbt parse failed" in checked.stderr + checked.stdout
+    assert "models/marts/customer_orders.sql" in checked.stderr + checked.stdout
 
 
 def test_the_dbt_version_given_to_dagster_dbt_is_the_one_dbt_reports():

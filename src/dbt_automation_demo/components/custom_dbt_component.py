@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 import dagster_dbt
 from dagster.components.resolved.model import Resolver
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from dagster_dbt.components.dbt_project.component import DbtProjectComponentTranslator
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
+from dagster_dbt.dbt_project_manager import DbtProjectArgsManager
 from packaging.version import Version
 
 from dbt_automation_demo.automation import (
@@ -28,6 +30,8 @@ from dbt_automation_demo.automation import (
     refresh_on_change,
 )
 from dbt_automation_demo.components.cancellable_dbt import dbt_events, load_no_adapter
+from dbt_automation_demo.components.collector import built_once_for_the_process, collector_paused
+from dbt_automation_demo.components.project_snapshot import mirror
 
 MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
@@ -256,20 +260,29 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
     def build_defs_from_state(
         self, context: dg.ComponentLoadContext, state_path: Path | None
     ) -> dg.Definitions:
-        dbt_defs = super().build_defs_from_state(context, state_path)
-        sensors = self.automation_sensor.build(
-            folder_by_key=_top_folder_by_key(dbt_defs),
-            default_name=f"{self.dbt_project.name}_automation_sensor",
-        )
-        return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=sensors))
+        with built_once_for_the_process():
+            dbt_defs = super().build_defs_from_state(context, state_path)
+            sensors = self.automation_sensor.build(
+                folder_by_key=_top_folder_by_key(dbt_defs),
+                default_name=f"{self.dbt_project.name}_automation_sensor",
+            )
+            return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=sensors))
 
     def write_state_to_path(self, state_path: Path) -> None:
         # `dg check defs` and `dg dev` refresh this state after an edit: dagster-dbt's preparer
-        # runs `dbt parse` through a DbtCliResource of its own, which would first ask
-        # `dbt --version` in a new process (2.5-4 s here) and load dbt's adapter and macros in
-        # this one (1.5-2 s): together, half of the dev loop.
-        with dbt_parse_without_probes():
-            super().write_state_to_path(state_path)
+        # would start `dbt --version` (2.5-4 s here), load dbt's adapter and macros here
+        # (1.5-2 s), then start `dbt parse`, which imports dbt again (1-1.5 s).
+        with collector_paused(), dbt_parse_in_this_process():
+            manager = self._project_manager
+            if not isinstance(manager, DbtProjectArgsManager):
+                super().write_state_to_path(state_path)
+                return
+            # dagster-dbt's `manager.prepare(state_path)`, with its copy brought up to date
+            # instead of made again (`project_snapshot.py`).
+            project = manager.get_project(None)
+            project.preparer.prepare(project)
+            mirror(Path(manager.args.project_dir), manager._local_project_dir(state_path))
+            state_path.touch()
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
         warehouse_file = duckdb_path(Path(dbt.project_dir))
@@ -332,28 +345,66 @@ def skip_dbt_version_probe(dbt: DbtCliResource) -> None:
 
 
 @contextmanager
-def dbt_parse_without_probes() -> Iterator[None]:
-    """Inside the block, every `DbtCliResource` is handed this environment's dbt version
-    (`skip_dbt_version_probe`) as it starts a dbt command, and one that runs `dbt parse` loads
-    no dbt adapter in this process: also the resources dagster-dbt's own code makes, which the
-    component never sees.
+def dbt_parse_in_this_process() -> Iterator[None]:
+    """Inside the block, dagster-dbt's preparer runs `dbt parse` in this process, through dbt's
+    own Python entry point (`dbtRunner`), instead of in a new `dbt` process; and any other dbt
+    command it runs (`dbt deps`) is handed this environment's dbt version
+    (`skip_dbt_version_probe`) and loads no dbt adapter here.
 
-    dagster-dbt loads the adapter (and dbt's macros) before every command, to fetch row counts
-    and column schemas of the models the command builds; `dbt parse` builds none.
+    A new `dbt parse` process imports dbt again (1-1.5 s here) after this one has imported it
+    with dagster-dbt, then parses only what changed; before it, dagster-dbt asks `dbt --version`
+    in another process and loads dbt's adapter and macros in this one, to fetch metadata of
+    models that a parse or `dbt deps` never builds.
     """
-    cli = DbtCliResource.cli
+    prepare_manifest, cli = DagsterDbtProjectPreparer._prepare_manifest, DbtCliResource.cli
 
     def cli_without_probes(resource: DbtCliResource, args, *rest, **kwargs):
         skip_dbt_version_probe(resource)
-        if "parse" in args:
-            load_no_adapter(resource)
+        load_no_adapter(resource)
         return cli(resource, args, *rest, **kwargs)
 
+    DagsterDbtProjectPreparer._prepare_manifest = _parse_in_this_process
     DbtCliResource.cli = cli_without_probes
     try:
         yield
     finally:
-        DbtCliResource.cli = cli
+        DagsterDbtProjectPreparer._prepare_manifest, DbtCliResource.cli = prepare_manifest, cli
+
+
+def _parse_in_this_process(preparer: DagsterDbtProjectPreparer, project: DbtProject) -> None:
+    """`_prepare_manifest`, with the arguments and settings its `dbt` process gets as options."""
+    # dbt's commands: imported only by a process that parses
+    from dbt.adapters.factory import reset_adapters
+    from dbt.cli.main import dbtRunner
+
+    # As absolute paths: dbt reads a relative log path from the working directory, which is the
+    # project's only for dagster-dbt's `dbt` process.
+    target_path = str(project.project_dir.joinpath(project.target_path))
+    args = [
+        *preparer._prepare_project_cli_args,
+        *("--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)),
+        *("--target-path", target_path, "--log-path", target_path),
+        "--no-send-anonymous-usage-stats",
+        *(("--profile", project.profile) if project.profile else ()),
+        *(("--target", project.target) if project.target else ()),
+    ]
+    parsed = dbtRunner().invoke(args)
+    # dbt's adapter for the parse keeps the whole parsed manifest (300,000 objects at 5,000
+    # models) until dbt's next command; this process has no use for either.
+    reset_adapters()
+    if isinstance(parsed.exception, KeyboardInterrupt):
+        raise parsed.exception  # dbtRunner returns even an interrupt as a failed result
+    if not parsed.success:
+        raise DbtParseFailed(project.project_dir, parsed.exception)
+    preparer._invalidate_seeds_in_partial_parse(project)
+
+
+class DbtParseFailed(Exception):
+    """`dbt parse` failed while Dagster refreshed the component's state: dbt's own message,
+    which names the file."""
+
+    def __init__(self, project_dir: Path, error: BaseException | None):
+        super().__init__(f"dbt parse failed for the dbt project in {project_dir}:\n{error}")
 
 
 def release_duckdb_file() -> None:

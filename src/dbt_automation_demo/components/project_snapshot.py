@@ -1,0 +1,72 @@
+"""The copy of the dbt project that a state refresh keeps beside the component's state.
+
+dagster-dbt deletes that copy and copies the whole project again on every refresh: at 5,000
+models, 5,259 files and 43 MB, 3 s of each `dg check defs` after a one-line edit. This copy
+is brought up to date instead: a file is copied again only when its size or modification time
+differs (as rsync decides), and what the project no longer has is deleted.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+# dagster-dbt's snapshot leaves these out too.
+EXCLUDED_NAMES = frozenset({".git"})
+
+
+def mirror(source: Path, destination: Path) -> None:
+    """Make `destination` hold exactly the files of `source` (symbolic links followed)."""
+    kept = _copy_changed_files(source, destination)
+    _delete_what_is_not(kept, destination)
+
+
+def _copy_changed_files(source: Path, destination: Path) -> set[Path]:
+    kept: set[Path] = {Path(".")}
+    inside_source = destination.resolve()  # the copy may live inside the project it copies
+    for folder, subfolders, files in os.walk(source, followlinks=True):
+        here = Path(folder)
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if name not in EXCLUDED_NAMES and (here / name).resolve() != inside_source
+        ]
+        relative = here.relative_to(source)
+        _make_folder(destination / relative)
+        kept.update(relative / name for name in subfolders)
+        for name in files:
+            kept.add(relative / name)
+            _copy_if_changed(here / name, destination / relative / name)
+    return kept
+
+
+def _make_folder(path: Path) -> None:
+    if path.is_file() or path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_if_changed(source: Path, destination: Path) -> None:
+    wanted = source.stat()
+    try:
+        present = destination.lstat()
+    except FileNotFoundError:
+        present = None
+    if present is not None and destination.is_dir() and not destination.is_symlink():
+        shutil.rmtree(destination)
+        present = None
+    if present is None or (present.st_size, present.st_mtime_ns) != (
+        wanted.st_size,
+        wanted.st_mtime_ns,
+    ):
+        shutil.copy2(source, destination)  # copies the modification time, for the next check
+
+
+def _delete_what_is_not(kept: set[Path], destination: Path) -> None:
+    for folder, subfolders, files in os.walk(destination, topdown=False):
+        here = Path(folder)
+        relative = here.relative_to(destination)
+        for name in files + [name for name in subfolders if (here / name).is_symlink()]:
+            if relative / name not in kept:
+                (here / name).unlink()
+        if relative not in kept:
+            here.rmdir()
