@@ -174,7 +174,8 @@ def _one_after_another(
 
 def _read_in_a_thread(events: Iterator[Any]) -> tuple[list[Any], BaseException | None]:
     """All of `events`, read in a helper thread so that an interrupt never lands inside the
-    metadata fetch's thread pool, and the interrupt that arrived meanwhile, if any."""
+    metadata fetch (its queries, or dagster-dbt's thread pool), and the interrupt that arrived
+    meanwhile, if any."""
     read: list[Any] = []
     failed: list[BaseException] = []
 

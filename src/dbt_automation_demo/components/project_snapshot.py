@@ -22,13 +22,13 @@ def mirror(source: Path, destination: Path) -> None:
 
 def _copy_changed_files(source: Path, destination: Path) -> set[Path]:
     kept: set[Path] = {Path(".")}
-    inside_source = destination.resolve()  # the copy may live inside the project it copies
+    the_copy = destination.resolve()  # which may live inside the project it copies
     for folder, subfolders, files in os.walk(source, followlinks=True):
         here = Path(folder)
         subfolders[:] = [
             name
             for name in subfolders
-            if name not in EXCLUDED_NAMES and (here / name).resolve() != inside_source
+            if name not in EXCLUDED_NAMES and (here / name).resolve() != the_copy
         ]
         relative = here.relative_to(source)
         _make_folder(destination / relative)
