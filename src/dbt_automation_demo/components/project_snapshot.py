@@ -40,32 +40,33 @@ def _copy_changed_files(source: Path, destination: Path) -> set[Path]:
 
 
 def _make_folder(path: Path) -> None:
-    if path.is_file() or path.is_symlink():
+    if path.is_file():  # the project now has a folder where it had a file
         path.unlink()
     path.mkdir(parents=True, exist_ok=True)
 
 
 def _copy_if_changed(source: Path, destination: Path) -> None:
-    wanted = source.stat()
-    try:
-        present = destination.lstat()
-    except FileNotFoundError:
-        present = None
-    if present is not None and destination.is_dir() and not destination.is_symlink():
+    if destination.is_dir():  # the project now has a file where it had a folder
         shutil.rmtree(destination)
-        present = None
-    if present is None or (present.st_size, present.st_mtime_ns) != (
-        wanted.st_size,
-        wanted.st_mtime_ns,
-    ):
+    if not _same_size_and_time(source, destination):
         shutil.copy2(source, destination)  # copies the modification time, for the next check
 
 
+def _same_size_and_time(source: Path, destination: Path) -> bool:
+    try:
+        present = destination.stat()
+    except FileNotFoundError:
+        return False
+    wanted = source.stat()
+    return (present.st_size, present.st_mtime_ns) == (wanted.st_size, wanted.st_mtime_ns)
+
+
 def _delete_what_is_not(kept: set[Path], destination: Path) -> None:
-    for folder, subfolders, files in os.walk(destination, topdown=False):
+    """The copy holds only folders and regular files: `mirror` writes no links."""
+    for folder, _, files in os.walk(destination, topdown=False):
         here = Path(folder)
         relative = here.relative_to(destination)
-        for name in files + [name for name in subfolders if (here / name).is_symlink()]:
+        for name in files:
             if relative / name not in kept:
                 (here / name).unlink()
         if relative not in kept:
