@@ -3,5 +3,5 @@ select
     customer_id,
     ordered_at,
     status,
-    amount_cents / 100.0 as amount
+    {{ cents_to_dollars('amount_cents') }} as amount
 from {{ ref('raw_orders') }}

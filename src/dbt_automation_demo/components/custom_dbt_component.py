@@ -30,6 +30,7 @@ from dbt_automation_demo.automation import (
     refresh_on_change,
 )
 from dbt_automation_demo.components.cancellable_dbt import dbt_events, load_no_adapter
+from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
 from dbt_automation_demo.components.collector import built_once_for_the_process, collector_paused
 from dbt_automation_demo.components.project_snapshot import mirror
 
@@ -306,6 +307,22 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
     Overriding `get_asset_spec` and copying the spec with `replace_attributes` does the same,
     but builds a second AssetSpec per node: about 12 % more time to build definitions.
     """
+
+    _code_versions: CompiledSqlCodeVersions | None = None
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        # The code version needs the whole manifest (macros, ephemeral parents), which
+        # dagster-dbt hands `get_asset_spec` but not `get_code_version`.
+        if self._code_versions is None or self._code_versions.manifest is not manifest:
+            self._code_versions = CompiledSqlCodeVersions(manifest)
+        return super().get_asset_spec(manifest, unique_id, project)
+
+    def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if self._code_versions is None:
+            return super().get_code_version(dbt_resource_props)
+        return self._code_versions.of(dbt_resource_props["unique_id"])
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         tags = super().get_tags(dbt_resource_props)

@@ -1,0 +1,71 @@
+"""Code versions that follow what dbt compiles, not only the model's own file.
+
+dagster-dbt's code version is the SHA-1 of the model's own SQL (dagster-io/dagster#22566), so
+an edit to a macro the model calls, or to an ephemeral model it inlines, changes the SQL dbt
+runs without changing the code version: Dagster sees no edit and the view is not refreshed.
+
+Here a model's code version also covers, from dbt's manifest:
+- every macro it calls, directly or through other macros, in this project or a package
+  (``depends_on.macros``, each macro's ``macro_sql`` and its own ``depends_on.macros``);
+- the code versions of the ephemeral models it inlines, recursively.
+
+A model that calls no macro and inlines no ephemeral model keeps dagster-dbt's code version,
+so adopting this changes no code version that was already right. Descriptions, tests and
+configs are not part of it (dbt's ``state:modified`` also follows configs; see docs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from dagster_dbt.asset_utils import default_code_version_fn
+
+
+class CompiledSqlCodeVersions:
+    """The code version of each node of one dbt manifest, computed once per node."""
+
+    def __init__(self, manifest: Mapping[str, Any]):
+        self.manifest = manifest
+        self._versions: dict[str, str | None] = {}
+
+    def of(self, unique_id: str) -> str | None:
+        if unique_id not in self._versions:
+            self._versions[unique_id] = self._compute(self.manifest["nodes"][unique_id])
+        return self._versions[unique_id]
+
+    def _compute(self, node: Mapping[str, Any]) -> str | None:
+        own = default_code_version_fn(node)
+        depends_on = node.get("depends_on", {})
+        macros = sorted(self._macros_called(depends_on.get("macros", ())))
+        ephemerals = sorted(
+            unique_id for unique_id in depends_on.get("nodes", ()) if self._is_ephemeral(unique_id)
+        )
+        if own is None or not (macros or ephemerals):
+            return own
+        digest = hashlib.sha1(own.encode())
+        for unique_id in macros:
+            digest.update(f"\0{unique_id}\0{self._macro_sql(unique_id)}".encode())
+        for unique_id in ephemerals:
+            digest.update(f"\0{unique_id}\0{self.of(unique_id)}".encode())
+        return digest.hexdigest()
+
+    def _macros_called(self, direct: Any) -> set[str]:
+        seen: set[str] = set()
+        pending = list(direct)
+        while pending:
+            unique_id = pending.pop()
+            if unique_id in seen:
+                continue
+            seen.add(unique_id)
+            macro = self.manifest["macros"].get(unique_id, {})
+            pending.extend(macro.get("depends_on", {}).get("macros", ()))
+        return seen
+
+    def _macro_sql(self, unique_id: str) -> str:
+        return self.manifest["macros"].get(unique_id, {}).get("macro_sql", "")
+
+    def _is_ephemeral(self, unique_id: str) -> bool:
+        node = self.manifest["nodes"].get(unique_id)
+        return node is not None and node.get("config", {}).get("materialized") == "ephemeral"
