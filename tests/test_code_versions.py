@@ -97,8 +97,8 @@ def model_code_versions(project: Path) -> dict[str, str | None]:
     manifest = json.loads((project / "target" / "manifest.json").read_text())
     versions = CompiledSqlCodeVersions(manifest)
     return {
-        node["name"]: versions.of(unique_id)
-        for unique_id, node in manifest["nodes"].items()
+        node["name"]: versions.of(node)
+        for node in manifest["nodes"].values()
         if node["resource_type"] == "model"
     }
 

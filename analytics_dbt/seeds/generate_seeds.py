@@ -1,4 +1,5 @@
-"""Regenerate raw_customers.csv and raw_orders.csv deterministically.
+"""Regenerate raw_customers.csv and raw_orders.csv deterministically, and the bad orders of
+the test-gate walkthrough (../demo_data/raw_orders_bad.csv, outside dbt's seed path).
 
 Run from anywhere: ``python analytics_dbt/seeds/generate_seeds.py``. The same seed always
 produces byte-identical files, and a test checks that the committed CSVs match.
@@ -29,6 +30,9 @@ LAST_NAMES = [
 COUNTRIES = ["DE", "FR", "GB", "NL", "US"]
 # Most orders complete; a few are still moving or come back.
 STATUS_WEIGHTS = {"completed": 70, "shipped": 12, "placed": 8, "returned": 6, "return_pending": 4}
+# The bad orders: the last order in a status stg_orders' accepted_values test does not accept.
+BAD_STATUS = "lost"
+BAD_ORDERS = "../demo_data/raw_orders_bad.csv"
 
 SEEDS_DIR = Path(__file__).resolve().parent
 
@@ -77,6 +81,13 @@ def orders_csv(rng: random.Random) -> str:
     return _to_csv(header, rows)
 
 
+def bad_orders_csv(orders: str) -> str:
+    """The orders, with the last one in a status that stg_orders' test rejects."""
+    *rows, last = orders.splitlines()
+    *fields, _status, amount = last.split(",")
+    return "\n".join([*rows, ",".join([*fields, BAD_STATUS, amount])]) + "\n"
+
+
 def _to_csv(header: list[str], rows: list[list[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -86,13 +97,19 @@ def _to_csv(header: list[str], rows: list[list[object]]) -> str:
 
 
 def generate() -> dict[str, str]:
-    """File name -> CSV text, for the fixed seed."""
+    """Path relative to this folder -> CSV text, for the fixed seed."""
     rng = random.Random(SEED)
-    return {"raw_customers.csv": customers_csv(rng), "raw_orders.csv": orders_csv(rng)}
+    customers, orders = customers_csv(rng), orders_csv(rng)
+    return {
+        "raw_customers.csv": customers,
+        "raw_orders.csv": orders,
+        BAD_ORDERS: bad_orders_csv(orders),
+    }
 
 
 def main() -> None:
     for name, text in generate().items():
+        (SEEDS_DIR / name).parent.mkdir(exist_ok=True)
         (SEEDS_DIR / name).write_text(text, encoding="utf-8")
         print(f"wrote {SEEDS_DIR / name}")
 

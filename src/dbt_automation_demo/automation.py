@@ -17,9 +17,11 @@ from dagster._utils.schedules import is_valid_cron_schedule
 
 from dbt_automation_demo.conditions import (
     AnyParentUpdated,
+    ParentFailed,
     RunningAtLastTick,
     SafeToRun,
     SinceLastRequested,
+    SkippedAfterUpstreamFailed,
 )
 
 AC = dg.AutomationCondition
@@ -31,13 +33,21 @@ DEFAULT_TIMEZONE = "UTC"
 def _changed() -> dg.AutomationCondition:
     # A parent's update, not the view's own (newly_updated() would be about the view itself);
     # a parent update made by a run that also built this view is ignored.
-    return (AC.code_version_changed() | AnyParentUpdated()).with_label(
-        "SQL changed or a parent updated"
+    return (AC.code_version_changed() | AnyParentUpdated() | _skipped()).with_label(
+        "SQL changed, a parent updated, or skipped after an upstream failure"
     )
 
 
+def _skipped() -> dg.AutomationCondition:
+    return SkippedAfterUpstreamFailed().with_label("skipped by dbt after an upstream failure")
+
+
 def _safe_to_run() -> dg.AutomationCondition:
-    return SafeToRun().with_label("not running, no parent running or missing")
+    # A parent whose tests failed is labelled on its own, so the UI names it and why.
+    parent_failed = ParentFailed().with_label("parent's blocking check failed, or its last run")
+    return SafeToRun().with_label("not running, no parent running or missing") & (
+        ~parent_failed
+    ).with_label("no parent's blocking check failed")
 
 
 @functools.cache
@@ -59,7 +69,14 @@ def refresh_on_change() -> dg.AutomationCondition:
     - a request spends only the triggers that came before it: one that arrives between the
       request and the next tick (the view's run has started, or is already done) requests the
       view again;
-    - a failed run is not retried: only a new trigger requests the view again.
+    - a failed run is not retried: only a new trigger requests the view again;
+    - never while a parent's latest error-severity dbt test (a blocking asset check) failed, or
+      a parent's latest run failed before materializing it, unless that parent is requested
+      on the same tick (it is tested again in the same run, and `dbt build` skips the view if
+      the test fails again); the trigger waits and is not lost; warn-severity tests never
+      hold anything back;
+    - a view that dbt skipped because something upstream failed in its run (a test, a model)
+      stays due, and is requested once the parent passes again.
     """
     # A parent update or an edit is spent only by a request, and only by one made before it:
     # spending it on the view's own update too (as eager() does) would lose one that arrived
@@ -95,7 +112,10 @@ def refresh_daily(
       tick of a frequent cron) requests it again;
     - while a parent is running the request waits, so a table is built after the parent it
       reads; parents due on the same tick are requested with it, in one run, in dbt's order;
-    - a failed run is not retried before the next tick.
+    - a failed run is not retried before the next tick;
+    - never while a parent's blocking check or latest run failed (as views); a tick that
+      passes meanwhile waits, and a table that dbt skipped after an upstream failure in its
+      run stays due and is requested once, as soon as the parent passes again.
     """
     tick = AC.cron_tick_passed(cron, timezone)
     # A request spends the ticks before it. A tick that passes between a request and the next
@@ -112,7 +132,10 @@ def refresh_daily(
     refreshed_by_a_running_run = RunningAtLastTick(
         cron_schedule=cron, cron_timezone=timezone
     ).with_label("the last tick passed while it was running")
-    return (due & ~refreshed_by_a_running_run & _safe_to_run()).with_label(
+    skipped = SinceLastRequested(trigger=_skipped()).with_label(
+        "skipped by dbt after an upstream failure, since last requested"
+    )
+    return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run()).with_label(
         f"refresh on cron '{cron}' ({timezone})"
     )
 

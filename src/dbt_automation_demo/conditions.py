@@ -1,5 +1,8 @@
-"""The four conditions the policies are built from that Dagster's built-ins spread over many
-nodes: each computes exactly what its built-in composition computes, in one node.
+"""The conditions the policies are built from, each one node.
+
+Four compute exactly what a composition of Dagster's built-ins computes (``AnyParentUpdated``,
+``SafeToRun``, ``SinceLastRequested``, ``RunningAtLastTick``); two carry dbt's tests across
+runs, which no built-in does (``ParentFailed``, ``SkippedAfterUpstreamFailed``).
 
 Dagster evaluates every node of every asset's condition tree on every tick, then serializes
 each node's result into the sensor's cursor. Its ``any_deps_*`` conditions add several nodes
@@ -14,15 +17,18 @@ its assets accordingly).
 """
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster import AutomationCondition
+from dagster import AssetKey, AutomationCondition
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
 from dagster._core.asset_graph_view.entity_subset import EntitySubset
 from dagster._core.definitions.assets.graph.asset_graph import executable_in_same_run
 from dagster._core.definitions.declarative_automation.automation_condition import (
     BuiltinAutomationCondition,
 )
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._record import record
 
@@ -156,6 +162,93 @@ class RunningAtLastTick(BuiltinAutomationCondition):
         return dg.AutomationResult(context, true_subset)
 
 
+@record
+class ParentFailed(BuiltinAutomationCondition):
+    """True while a parent that is not requested on this tick holds bad or unfinished data:
+    its latest error-severity dbt test (a blocking asset check) failed on its latest
+    materialization, or its latest run failed without materializing it (dbt skipped it after
+    an upstream failure, or it failed itself).
+
+    Warn-severity tests are not blocking checks, so they never count. A parent requested on
+    this tick is tested again in the same run, where ``dbt build`` skips the child if the test
+    fails again. Each such parent is a child result named after it and why, so the UI's
+    evaluation names the parent that holds the asset back.
+    """
+
+    @property
+    def name(self) -> str:
+        return "parent_failed"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        true_subset = context.get_empty_subset()
+        parent_results = []
+        for parent in _parents(context) if not context.candidate_subset.is_empty else ():
+            why = await _why_parent_failed(context, parent)
+            if why is None:
+                continue
+            blocked = context.candidate_subset.compute_mapped_subset(parent, direction="up")
+            result = await context.for_child_condition(
+                child_condition=FailedParent(parent=parent, why=why),
+                child_indices=[None, len(parent_results)],
+                candidate_subset=blocked,
+            ).evaluate_async()
+            parent_results.append(result)
+            true_subset = true_subset.compute_union(
+                result.true_subset.compute_mapped_subset(context.key, direction="down")
+            )
+        return dg.AutomationResult(
+            context,
+            context.candidate_subset.compute_intersection(true_subset),
+            child_results=parent_results,
+        )
+
+
+@record
+class FailedParent(BuiltinAutomationCondition):
+    """One parent that holds its children back, and why: a child result of ``ParentFailed``."""
+
+    parent: AssetKey
+    why: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.parent.to_user_string()}: {self.why}"
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        return dg.AutomationResult(context, context.candidate_subset)
+
+
+@record
+class SkippedAfterUpstreamFailed(BuiltinAutomationCondition):
+    """True on the evaluation after a run that was to materialize the asset ended without it
+    because something upstream of it failed in that run: a blocking check, or an asset that
+    was not materialized (``dbt build`` skips the rest of the branch).
+
+    An asset that failed on its own is not true here: a failing asset is not retried. The
+    runs are read once per tick for every asset: one query for the runs that failed since the
+    previous evaluation, then each such run's events.
+    """
+
+    @property
+    def name(self) -> str:
+        return "skipped_after_upstream_failed"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        skipped = any(
+            context.key in run_skipped for run_skipped in _skipped_in_failed_runs(context)
+        )
+        true_subset = context.candidate_subset if skipped else context.get_empty_subset()
+        return dg.AutomationResult(context, true_subset)
+
+
 def _cron_tick_passed(context: dg.AutomationContext, cron: str, timezone: str) -> bool:
     # As Dagster's cron_tick_passed(): a tick at the previous evaluation's very time counts.
     if context.previous_evaluation_time is None:
@@ -241,3 +334,106 @@ async def _parent_running_or_missing(
             missing.compute_difference(_requested_this_tick(context, parent))
         )
     return blocked
+
+
+async def _why_parent_failed(context: dg.AutomationContext, parent: dg.AssetKey) -> str | None:
+    """Why a parent holds this asset back, or None."""
+    graph, view = context.asset_graph, context.asset_graph_view
+    if (
+        not graph.get(parent).is_materializable
+        or not _requested_this_tick(context, parent).is_empty
+    ):
+        return None
+    blocking = sorted(key for key in graph.get(parent).check_keys if graph.get(key).blocking)
+    statuses = await asyncio.gather(
+        *(
+            view.compute_subset_with_status(
+                key=key,
+                status=AssetCheckExecutionResolvedStatus.FAILED,
+                from_subset=view.get_full_subset(key=key),
+            )
+            for key in blocking
+        )
+    )
+    failed = [
+        key.name for key, status in zip(blocking, statuses, strict=True) if not status.is_empty
+    ]
+    if failed:
+        return f"blocking check {', '.join(failed)} failed"
+    everything = view.get_full_subset(key=parent)
+    if not (
+        await view.compute_execution_failed_subset(key=parent, from_subset=everything)
+    ).is_empty:
+        return "its latest run failed before materializing it"
+    return None
+
+
+# Per tick (one AssetGraphView per evaluation of a sensor): run id -> the assets a failed run
+# skipped after something upstream of them failed in it.
+_skipped_by_tick: "weakref.WeakKeyDictionary[AssetGraphView, list[frozenset]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _skipped_in_failed_runs(context: dg.AutomationContext) -> list[frozenset]:
+    view = context.asset_graph_view
+    if view not in _skipped_by_tick:
+        _skipped_by_tick[view] = [
+            _skipped_after_upstream_failed(context, run_id)
+            for run_id in _runs_failed_since_previous_evaluation(context)
+        ]
+    return _skipped_by_tick[view]
+
+
+def _runs_failed_since_previous_evaluation(context: dg.AutomationContext) -> list[str]:
+    previous = context.previous_temporal_context
+    if previous is None or previous.last_event_id is None:
+        return []
+    records = context.asset_graph_view.instance.fetch_run_status_changes(
+        dg.RunStatusChangeRecordsFilter(
+            event_type=dg.DagsterEventType.RUN_FAILURE,
+            after_storage_id=previous.last_event_id,
+            before_storage_id=_plus_one(context.asset_graph_view.last_event_id),
+        ),
+        limit=1000,
+    ).records
+    return sorted({record.run_id for record in records})
+
+
+def _plus_one(event_id: int | None) -> int | None:
+    return None if event_id is None else event_id + 1
+
+
+def _skipped_after_upstream_failed(context: dg.AutomationContext, run_id: str) -> frozenset:
+    """The assets the run planned and did not materialize because something upstream of them
+    failed in it: a blocking check, or a planned asset that was not materialized."""
+    graph = context.asset_graph
+    events = context.asset_graph_view.instance.all_logs(
+        run_id,
+        of_type={
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        },
+    )
+    planned, materialized, failed_checks = set(), set(), set()
+    for event in events:
+        dagster_event = event.dagster_event
+        if dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = dagster_event.event_specific_data
+            key = evaluation.asset_check_key
+            if not evaluation.passed and graph.has(key) and graph.get(key).blocking:
+                failed_checks.add(key.asset_key)
+        elif dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialized.add(dagster_event.asset_key)
+        else:
+            planned.add(dagster_event.asset_key)
+    not_built = planned - materialized
+    failed_upstream = failed_checks | not_built
+    return frozenset(key for key in not_built if _asset_parents(graph, key) & failed_upstream)
+
+
+def _asset_parents(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    return {
+        parent for parent in graph.get(key).parent_entity_keys if isinstance(parent, dg.AssetKey)
+    }

@@ -30,9 +30,11 @@ class CompiledSqlCodeVersions:
         self.manifest = manifest
         self._versions: dict[str, str | None] = {}
 
-    def of(self, unique_id: str) -> str | None:
+    def of(self, node: Mapping[str, Any]) -> str | None:
+        """The code version of a manifest node (a model, seed, snapshot or source)."""
+        unique_id = node["unique_id"]
         if unique_id not in self._versions:
-            self._versions[unique_id] = self._compute(self.manifest["nodes"][unique_id])
+            self._versions[unique_id] = self._compute(node)
         return self._versions[unique_id]
 
     def _compute(self, node: Mapping[str, Any]) -> str | None:
@@ -48,7 +50,7 @@ class CompiledSqlCodeVersions:
         for unique_id in macros:
             digest.update(f"\0{unique_id}\0{self._macro_sql(unique_id)}".encode())
         for unique_id in ephemerals:
-            digest.update(f"\0{unique_id}\0{self.of(unique_id)}".encode())
+            digest.update(f"\0{unique_id}\0{self.of(self.manifest['nodes'][unique_id])}".encode())
         return digest.hexdigest()
 
     def _macros_called(self, direct: Any) -> set[str]:

@@ -322,7 +322,7 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
     def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if self._code_versions is None:
             return super().get_code_version(dbt_resource_props)
-        return self._code_versions.of(dbt_resource_props["unique_id"])
+        return self._code_versions.of(dbt_resource_props)
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         tags = super().get_tags(dbt_resource_props)
