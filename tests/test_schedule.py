@@ -1,11 +1,16 @@
-"""The hourly schedule skips while the same work is in progress, and never launches a tick twice."""
+"""The hourly schedule skips while the same work is in progress or what it reads from outside
+its selection is missing or failed its tests, and never launches a tick twice."""
 
 import logging
 import shutil
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.scheduler.instigation import TickStatus
 from dagster._core.storage.tags import RUN_KEY_TAG
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
@@ -36,6 +41,26 @@ UNFINISHED = [
     dg.DagsterRunStatus.CANCELING,
     dg.DagsterRunStatus.SUSPENDED,
 ]
+
+
+# The hourly job builds the marts; these are what it reads and does not build.
+PARENTS_OUTSIDE = ("stg_customers", "stg_orders")
+STATUS_TEST = (
+    "accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned"
+)
+
+
+def report_parents_built(instance: dg.DagsterInstance) -> None:
+    for view in PARENTS_OUTSIDE:
+        instance.report_runless_asset_event(dg.AssetMaterialization(view))
+
+
+@pytest.fixture
+def instance(instance, request):
+    """The instance, with the job's parents outside it built unless marked `nothing_built`."""
+    if not request.node.get_closest_marker("nothing_built"):
+        report_parents_built(instance)
+    return instance
 
 
 def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, at: datetime = ELEVEN):
@@ -107,6 +132,48 @@ def test_whole_job_run_without_asset_selection_counts_as_its_assets(shipped_defs
     )
 
 
+@pytest.mark.nothing_built
+def test_a_tick_skips_naming_the_parents_outside_its_selection_that_are_missing(
+    shipped_defs, instance
+):
+    requests, skip = evaluate(shipped_defs, instance)
+    assert requests == []
+    assert skip == (
+        f"{PREFIX}: stg_customers missing, stg_orders missing (read by {JOB}, which does not "
+        "build it)"
+    )
+
+
+def test_a_tick_skips_naming_a_parent_whose_blocking_check_failed_on_its_latest_data(
+    shipped_defs, instance
+):
+    stg_orders = dg.AssetKey("stg_orders")
+    latest = instance.get_latest_materialization_event(stg_orders)
+    failed = dg.AssetCheckEvaluation(
+        asset_key=stg_orders,
+        check_name=STATUS_TEST,
+        passed=False,
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            storage_id=instance.get_asset_records([stg_orders])[
+                0
+            ].asset_entry.last_materialization_record.storage_id,
+            run_id=latest.run_id,
+            timestamp=latest.timestamp,
+        ),
+    )
+    instance.report_runless_asset_event(failed)
+    requests, skip = evaluate(shipped_defs, instance)
+    assert requests == []
+    assert skip == (
+        f"{PREFIX}: stg_orders failed blocking check {STATUS_TEST} (read by {JOB}, which does "
+        "not build it)"
+    )
+
+    report_parents_built(instance)  # rebuilt: the failed test was about the data before
+    requests, skip = evaluate(shipped_defs, instance)
+    assert (len(requests), skip) == (1, None)
+
+
 SCHEDULE_DOC = """
 ---
 type: dbt_automation_demo.components.safe_scheduled_job_component.SafeScheduledJobComponent
@@ -145,10 +212,42 @@ def test_bad_schedule_configuration_fails_dg_check_defs(tmp_path, bad, message):
 
 
 def test_a_tick_evaluated_twice_launches_one_run(tmp_path):
-    """The scheduler daemon's own code on a real instance (the project's dagster.yaml): the 11:00
-    tick is evaluated, its run is submitted, and the daemon dies before it marks the tick done.
-    Restarted after that run has ended, it evaluates the tick again (while the run is still
-    going the schedule skips instead) and finds the run it already made for it."""
+    """The 11:00 tick is evaluated, its run is submitted, and the daemon dies before it marks
+    the tick done. Restarted after that run has ended, it evaluates the tick again (while the
+    run is still going the schedule skips instead) and finds the run it already made for it."""
+    with scheduler_on_a_fresh_instance(tmp_path) as (instance, workspace, schedule):
+        report_parents_built(instance)
+        run_the_scheduler_at(workspace, ELEVEN - timedelta(minutes=1))  # the schedule's cursor
+        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=30))
+        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+        assert (tick.status, len(instance.get_runs())) == (TickStatus.SUCCESS, 1)
+
+        (run,) = instance.get_runs()
+        end_run(instance, run)
+        instance.update_tick(tick.with_status(TickStatus.STARTED))  # died before marking it
+        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=40))
+        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+        (run,) = instance.get_runs()
+        assert tick.status == TickStatus.SUCCESS
+        assert tick.run_ids == [run.run_id]
+        assert run.tags[RUN_KEY_TAG] == f"{JOB}:2031-03-04T11:00:00+00:00"
+
+
+@pytest.mark.nothing_built
+def test_a_fresh_dev_server_left_across_the_hour_launches_nothing(tmp_path):
+    """Walkthrough 1: nothing has been built, so the top-of-the-hour tick skips."""
+    with scheduler_on_a_fresh_instance(tmp_path) as (instance, workspace, schedule):
+        run_the_scheduler_at(workspace, ELEVEN - timedelta(minutes=1))
+        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=30))
+        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
+        assert (tick.status, instance.get_runs()) == (TickStatus.SKIPPED, [])
+        assert tick.skip_reason.startswith(f"{PREFIX}: stg_customers missing, stg_orders missing")
+
+
+@contextmanager
+def scheduler_on_a_fresh_instance(tmp_path):
+    """The scheduler daemon's own code on a real instance (the project's dagster.yaml), with
+    the hourly schedule started."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home)
@@ -169,20 +268,7 @@ def test_a_tick_evaluated_twice_launches_one_run(tmp_path):
             .get_schedule(SCHEDULE)
         )
         instance.start_schedule(schedule)
-        run_the_scheduler_at(workspace, ELEVEN - timedelta(minutes=1))  # the schedule's cursor
-        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=30))
-        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
-        assert (tick.status, len(instance.get_runs())) == (TickStatus.SUCCESS, 1)
-
-        (run,) = instance.get_runs()
-        end_run(instance, run)
-        instance.update_tick(tick.with_status(TickStatus.STARTED))  # died before marking it
-        run_the_scheduler_at(workspace, ELEVEN + timedelta(seconds=40))
-        (tick,) = instance.get_ticks(schedule.get_remote_origin_id(), schedule.selector_id)
-        (run,) = instance.get_runs()
-        assert tick.status == TickStatus.SUCCESS
-        assert tick.run_ids == [run.run_id]
-        assert run.tags[RUN_KEY_TAG] == f"{JOB}:2031-03-04T11:00:00+00:00"
+        yield instance, workspace, schedule
 
 
 def run_the_scheduler_at(workspace, now: datetime) -> None:

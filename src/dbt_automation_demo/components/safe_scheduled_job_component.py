@@ -1,4 +1,5 @@
-"""A scheduled asset job that skips a tick while the same work is already in progress."""
+"""A scheduled asset job that skips a tick while the same work is already in progress, or while
+what it reads from outside its selection is missing or failed its tests."""
 
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
@@ -8,6 +9,7 @@ from typing import Annotated, Literal
 import dagster as dg
 
 # Dagster's own "not finished" set: queued, not started, starting, started, suspended, canceling.
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from dagster.components.resolved.model import Resolver
 
@@ -23,8 +25,10 @@ class SafeScheduledJobComponent(dg.Component, dg.Resolvable):
 
     A tick is skipped while a run of this job is in progress, or while any other in-progress
     run (the automation sensor's, a manual one, another schedule's) targets one of the job's
-    assets. Otherwise it requests one run keyed by the scheduled time, so a tick evaluated
-    twice launches once.
+    assets. It is also skipped while a parent of the job's assets that the job does not build
+    is missing or has a failed blocking check (an error-severity dbt test): such a run could
+    only fail, or build on failed data. Otherwise it requests one run keyed by the scheduled
+    time, so a tick evaluated twice launches once.
     """
 
     job_name: Annotated[
@@ -110,6 +114,12 @@ class SafeScheduledJobComponent(dg.Component, dg.Resolvable):
                 f"{', '.join(key.to_user_string() for key in keys)} being materialized "
                 f"by run(s) {_ids(overlaps)}"
             )
+        not_ready = _parents_not_ready(context.instance, repository.asset_graph, selected)
+        if not_ready:
+            return self._skip(
+                ", ".join(f"{key.to_user_string()} {why}" for key, why in not_ready.items())
+                + f" (read by {self.job_name}, which does not build it)"
+            )
         scheduled = context.scheduled_execution_time
         run_key = f"{self.job_name}:{scheduled.isoformat()}" if scheduled else None
         return dg.RunRequest(run_key=run_key)
@@ -141,6 +151,49 @@ def _in_progress_overlaps(
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
     overlaps = {run.run_id: _targeted_keys(run, repository) & keys for run in runs}
     return {run_id: shared for run_id, shared in overlaps.items() if shared}
+
+
+def _parents_not_ready(
+    instance: dg.DagsterInstance, graph, selected: AbstractSet[dg.AssetKey]
+) -> dict[dg.AssetKey, str]:
+    """Parent outside the selection -> why a run would fail or read failed data: missing, or
+    its latest blocking check failed on its latest materialization."""
+    parents = sorted(
+        parent
+        for key in selected
+        for parent in graph.get(key).parent_keys
+        if parent not in selected and graph.get(parent).is_materializable
+    )
+    latest = {
+        record.asset_entry.asset_key: record.asset_entry.last_materialization_record
+        for record in instance.get_asset_records(parents)
+    }
+    checks = [check for parent in parents for check in graph.get(parent).check_keys]
+    executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [check for check in checks if graph.get(check).blocking]
+    )
+    not_ready = {}
+    for parent in parents:
+        materialization = latest.get(parent)
+        if materialization is None:
+            not_ready[parent] = "missing"
+            continue
+        failed = sorted(
+            check.name
+            for check, execution in executions.items()
+            if check.asset_key == parent
+            and execution.status == AssetCheckExecutionRecordStatus.FAILED
+            and _evaluated_on(execution, materialization.storage_id)
+        )
+        if failed:
+            not_ready[parent] = f"failed blocking check {', '.join(failed)}"
+    return not_ready
+
+
+def _evaluated_on(execution, materialization_storage_id: int) -> bool:
+    evaluation = execution.event.dagster_event.event_specific_data if execution.event else None
+    target = getattr(evaluation, "target_materialization_data", None)
+    return target is None or target.storage_id == materialization_storage_id
 
 
 def _targeted_keys(
