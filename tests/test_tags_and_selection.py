@@ -2,12 +2,14 @@
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from dbt_automation_demo import replay
+from dbt_automation_demo.automation import overdue_after_grace
 from dbt_automation_demo.components.custom_dbt_component import AutomationSensorArgs
 from harness import (
     REPO_ROOT,
@@ -97,6 +99,19 @@ def test_cron_by_tag_and_by_folder_override_the_daily_cron(every_materialization
         "an_incremental": "refresh on cron '0 4 * * *' (UTC)",
         "a_snapshot": "refresh on cron '0 6 * * *' (UTC)",
         "a_finance_table": "refresh on cron '0 * * * *' (UTC)",
+    }
+    graph = defs.resolve_asset_graph()
+    freshness = {
+        key.to_user_string(): graph.get(key).freshness_policy
+        for key in graph.materializable_asset_keys
+    }
+    assert freshness == {
+        "a_seed": overdue_after_grace("0 6 * * *", "UTC"),
+        "a_view": None,
+        "a_table": overdue_after_grace("*/15 * * * *", "UTC"),
+        "an_incremental": overdue_after_grace("0 4 * * *", "UTC"),
+        "a_snapshot": overdue_after_grace("0 6 * * *", "UTC"),
+        "a_finance_table": overdue_after_grace("0 * * * *", "UTC"),
     }
 
 
@@ -301,3 +316,21 @@ def labels_with_crons(folder, models: dict[str, str], shipped: str, crons: str) 
         asset["asset_key"]: asset["automation_condition"]["label"]
         for asset in json.loads(listed.stdout)["assets"]
     }
+
+
+@pytest.mark.parametrize(
+    ("cron", "deadline"),
+    [("0 6 * * *", "30 6 * * *"), ("45 * * * *", "15 * * * *"), ("0 4 * * 1-5", "30 4 * * 1-5")],
+)
+def test_every_non_view_asset_is_overdue_30_minutes_after_its_cron_tick(cron, deadline):
+    policy = overdue_after_grace(cron, "Europe/Berlin")
+    assert (policy.deadline_cron, policy.lower_bound_delta, policy.timezone) == (
+        deadline, timedelta(minutes=30), "Europe/Berlin",
+    )  # fmt: skip
+
+
+def test_a_cron_whose_shifted_tick_is_no_cron_gets_a_time_window_of_its_interval_and_grace():
+    assert overdue_after_grace("50 23 * * *", "UTC") == dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(days=1, minutes=30)
+    )
+    assert overdue_after_grace("*/10 * * * *", "UTC").lower_bound_delta == timedelta(minutes=10)

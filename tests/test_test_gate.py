@@ -2,10 +2,16 @@
 error-severity test failed, and what waits (an update, an edit, a cron tick, a table dbt
 skipped) is requested once the parent passes again; warn-severity tests never block."""
 
+import asyncio
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pytest
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
+from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.definitions.freshness_evaluator import FRESHNESS_EVALUATORS_BY_POLICY_TYPE
+from dagster._core.test_utils import freeze_time
 
 from harness import (
     SHIPPED_DBT_PROJECT,
@@ -35,6 +41,17 @@ def orders_landed_and_tested(defs, instance, project, good: bool) -> None:
     land_orders(project, good)
     result = materialize(defs, instance, ["raw_orders", "stg_orders"], raise_on_error=False)
     assert result.success == good
+
+
+def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
+    """The asset's freshness at a time, as Dagster's freshness daemon evaluates it."""
+    with freeze_time(at):
+        view = AssetGraphView.for_test(defs, instance)
+        node = view.asset_graph.get(dg.AssetKey(asset))
+        if node.freshness_policy is None:
+            return FreshnessState.NOT_APPLICABLE
+        evaluator = FRESHNESS_EVALUATORS_BY_POLICY_TYPE[type(node.freshness_policy)]()
+        return asyncio.run(evaluator.evaluate_freshness(context=view, node=node))
 
 
 def node_names(evaluation, asset: str) -> list[str]:
@@ -111,6 +128,12 @@ def test_a_table_dbt_skipped_after_a_failed_test_stays_due_and_runs_once_the_par
     # The 06:00 run: stg_orders fails its test, so dbt skips every mart below it.
     assert not materialize(defs, built_instance, requested, raise_on_error=False).success
     assert [ticker.tick() for _ in range(3)] == [set(), set(), set()]
+    # Held back, the marts are overdue once 06:30 (the tick and 30 minutes' grace) has passed.
+    overdue_at = before_daily_tick.replace(hour=6, minute=31)
+    assert freshness(defs, built_instance, "customer_orders", overdue_at) == FreshnessState.FAIL
+    assert freshness(defs, built_instance, "stg_orders", overdue_at) == (
+        FreshnessState.NOT_APPLICABLE  # a view has no cron, so no freshness policy
+    )
 
     # 10:00: the data is fixed; the marts do not wait for tomorrow.
     ticker.now = before_daily_tick.replace(hour=10)
@@ -118,6 +141,9 @@ def test_a_table_dbt_skipped_after_a_failed_test_stays_due_and_runs_once_the_par
     assert ticker.tick() == TABLES  # one run, in dbt's order
     materialize(defs, built_instance, TABLES)
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
+    # Rebuilt (the instance records real times), it is fresh again.
+    just_after = datetime.now(UTC) + timedelta(minutes=1)
+    assert freshness(defs, built_instance, "customer_orders", just_after) == FreshnessState.PASS
 
 
 def test_a_warn_severity_test_never_holds_anything_back(

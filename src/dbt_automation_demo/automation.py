@@ -10,10 +10,16 @@ Two sketches that look right and are not (kept for comparison; the tests show ho
 from __future__ import annotations
 
 import functools
+import itertools
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_schedule
+from dagster._utils.schedules import (
+    cron_string_iterator,
+    get_smallest_cron_interval,
+    is_valid_cron_schedule,
+)
 
 from dbt_automation_demo.conditions import (
     AnyParentUpdated,
@@ -28,6 +34,10 @@ AC = dg.AutomationCondition
 
 DEFAULT_DAILY_CRON = "0 6 * * *"
 DEFAULT_TIMEZONE = "UTC"
+# How long after its cron tick an asset may take before Dagster shows it as overdue.
+FRESHNESS_GRACE = timedelta(minutes=30)
+# Ticks compared when checking that a shifted cron is the same schedule, later.
+_TICKS_COMPARED = 200
 
 
 def _changed() -> dg.AutomationCondition:
@@ -138,6 +148,53 @@ def refresh_daily(
     return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run()).with_label(
         f"refresh on cron '{cron}' ({timezone})"
     )
+
+
+@functools.cache
+def overdue_after_grace(cron: str, timezone: str = DEFAULT_TIMEZONE) -> dg.FreshnessPolicy:
+    """Dagster's freshness policy for an asset refreshed on `cron`: it fails (overdue) when the
+    asset has not been materialized since a tick once `FRESHNESS_GRACE` (30 minutes, or the
+    cron's shortest interval if less) has passed since that tick.
+
+    A table held back by a failed test, a failed run or a stopped sensor then shows as overdue
+    in the UI and in `dg`, which gives people something to alert on. Where the tick plus the
+    grace is itself a cron (a shifted minute field), the policy is Dagster's cron policy;
+    otherwise a time window of the cron's longest interval plus the grace.
+    """
+    grace = min(FRESHNESS_GRACE, get_smallest_cron_interval(cron, timezone))
+    deadline = _minutes_shifted(cron, grace)
+    if deadline is not None and _same_ticks_later(cron, deadline, grace, timezone):
+        return dg.FreshnessPolicy.cron(
+            deadline_cron=deadline, lower_bound_delta=grace, timezone=timezone
+        )
+    return dg.FreshnessPolicy.time_window(fail_window=_longest_interval(cron, timezone) + grace)
+
+
+def _minutes_shifted(cron: str, by: timedelta) -> str | None:
+    """The cron with its minute field moved `by` later (a number, a list or `*/n`), or None."""
+    minute, *rest = cron.split()
+    if minute.startswith("*/") and minute[2:].isdigit():
+        minutes = list(range(0, 60, int(minute[2:])))
+    elif all(part.isdigit() for part in minute.split(",")):
+        minutes = [int(part) for part in minute.split(",")]
+    else:
+        return None
+    shift = int(by.total_seconds() // 60)
+    shifted = sorted({(value + shift) % 60 for value in minutes})
+    return " ".join([",".join(map(str, shifted)), *rest])
+
+
+def _same_ticks_later(cron: str, deadline: str, by: timedelta, timezone: str) -> bool:
+    start = datetime(2031, 1, 1, tzinfo=ZoneInfo(timezone)).timestamp()
+    ticks = itertools.islice(cron_string_iterator(start, cron, timezone), _TICKS_COMPARED)
+    deadlines = cron_string_iterator(start + by.total_seconds(), deadline, timezone)
+    return all(tick + by == next(deadlines) for tick in ticks)
+
+
+def _longest_interval(cron: str, timezone: str) -> timedelta:
+    start = datetime(2031, 1, 1, tzinfo=ZoneInfo(timezone)).timestamp()
+    ticks = list(itertools.islice(cron_string_iterator(start, cron, timezone), _TICKS_COMPARED))
+    return max(later - earlier for earlier, later in itertools.pairwise(ticks))
 
 
 def sketch_view_policy() -> dg.AutomationCondition:

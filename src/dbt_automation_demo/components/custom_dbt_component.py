@@ -26,6 +26,7 @@ from dbt_automation_demo.automation import (
     DEFAULT_TIMEZONE,
     invalid_cron_reason,
     invalid_timezone_reason,
+    overdue_after_grace,
     refresh_daily,
     refresh_on_change,
 )
@@ -247,6 +248,14 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
             return refresh_on_change()
         return refresh_daily(self.cron_for(node), self.cron_timezone)
 
+    def freshness_for(
+        self, node: Mapping[str, Any], materialized: str
+    ) -> dg.FreshnessPolicy | None:
+        """Dagster's freshness policy for a dbt node: none for a view, from its cron otherwise."""
+        if materialized == "view":
+            return None
+        return overdue_after_grace(self.cron_for(node), self.cron_timezone)
+
     def cron_for(self, node: Mapping[str, Any]) -> str:
         node_tags = set(node.get("tags", ()))
         for tag, cron in self.cron_by_tag.items():
@@ -317,7 +326,13 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
         # dagster-dbt hands `get_asset_spec` but not `get_code_version`.
         if self._code_versions is None or self._code_versions.manifest is not manifest:
             self._code_versions = CompiledSqlCodeVersions(manifest)
-        return super().get_asset_spec(manifest, unique_id, project)
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest["nodes"].get(unique_id)
+        if node is None or node["resource_type"] not in ASSET_RESOURCE_TYPES:
+            return spec
+        # dagster-dbt has no translator method for Dagster's (new) freshness policy.
+        freshness = self.component.freshness_for(node, node["config"]["materialized"])
+        return spec if freshness is None else spec.replace_attributes(freshness_policy=freshness)
 
     def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if self._code_versions is None:
