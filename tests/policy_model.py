@@ -21,6 +21,11 @@ Everything else (refresh on cron):
 Both: requested only when not running, no parent running, and no parent missing unless that
 parent is requested on the same tick (parents first, in dependency order). A failed run spends
 nothing more than its request did: nothing is retried.
+
+Both, dbt's tests: never while a parent (not requested on the same tick) failed: its latest
+blocking test failed on its latest build, or its latest run failed without building it. A run
+that fails skips what is downstream of a failure in it (a failed test, or a target it did not
+build); each asset it skipped so is due again (a trigger, as above) from the next tick on.
 """
 
 from collections.abc import Iterable, Sequence
@@ -71,6 +76,10 @@ class ReferenceModel:
     waiting_change: set[str] = field(default_factory=set)
     waiting_new: set[str] = field(default_factory=set)
     waiting_cron: set[str] = field(default_factory=set)
+    waiting_skipped: set[str] = field(default_factory=set)
+    failed_runs: dict[str, frozenset[str]] = field(default_factory=dict)  # run id -> built
+    check_failed_on: dict[str, int] = field(default_factory=dict)  # asset -> its build's event
+    skipped_by_run_ending: list[tuple[int, frozenset[str]]] = field(default_factory=list)
 
     def define(self, assets: Iterable[ModelAsset]) -> None:
         """The project now holds these assets (new ones have never been evaluated)."""
@@ -85,14 +94,25 @@ class ReferenceModel:
             self.last_planned_by[name] = run_id
         self.events += 1
 
-    def run_ended(self, run_id: str, built: Sequence[str]) -> None:
-        """The run ends, having built `built` (all its targets if it succeeded)."""
+    def run_ended(
+        self, run_id: str, built: Sequence[str], failed_tests: Iterable[str] = ()
+    ) -> None:
+        """The run ends, having built `built`, and the blocking tests of `failed_tests` (built
+        in it) failed; it succeeded if it built all its targets and no test failed."""
         targets = self.running.pop(run_id)
         for name in built:
             self.events += 1
             self.built.add(name)
             self.last_built[name] = (self.events, targets)
+        for name in failed_tests:
+            self.check_failed_on[name] = self.last_built[name][0]
         self.events += 1
+        not_built = targets - set(built)
+        if not_built or failed_tests:
+            self.failed_runs[run_id] = frozenset(built)
+            failed_upstream = not_built | set(failed_tests)
+            skipped = {name for name in not_built if self.assets[name].parents & failed_upstream}
+            self.skipped_by_run_ending.append((self.events, frozenset(skipped)))
 
     def tick(self, now: datetime) -> set[str]:
         requested: set[str] = set()
@@ -109,11 +129,15 @@ class ReferenceModel:
     def _wants(self, name: str, now: datetime, requested: set[str]) -> bool:
         asset, before = self.assets[name], self.evaluated.get(name)
         was_requested = name in self.requested_last_tick
+        skipped = before is not None and any(
+            ended > before.event and name in names for ended, names in self.skipped_by_run_ending
+        )
         if asset.is_view:
             fresh = any(p in requested for p in asset.parents) or (
                 before is not None
                 and (
                     name in self.edited
+                    or skipped
                     or any(self._updated_apart(p, name, before) for p in asset.parents)
                 )
             )
@@ -127,7 +151,8 @@ class ReferenceModel:
         tick = before is not None and latest_cron_tick(asset.cron, now) > before.at
         reset = (was_requested and not tick) or (tick and self._in_progress(name))
         _since(self.waiting_cron, name, trigger=tick, reset=reset)
-        return name in self.waiting_cron
+        _since(self.waiting_skipped, name, trigger=skipped, reset=was_requested and not skipped)
+        return name in self.waiting_cron or name in self.waiting_skipped
 
     def _safe(self, name: str, requested: set[str]) -> bool:
         parents = self.assets[name].parents
@@ -135,7 +160,18 @@ class ReferenceModel:
             self._in_progress(name)
             or any(self._in_progress(p) for p in parents)
             or any(p not in self.built and p not in requested for p in parents)
+            or any(self._failed(p) and p not in requested for p in parents)
         )
+
+    def _failed(self, name: str) -> bool:
+        """Its latest blocking test failed on its latest build, or its latest run failed
+        without building it."""
+        test_failed = name in self.check_failed_on and (
+            self.last_built[name][0] == self.check_failed_on[name]
+        )
+        run = self.last_planned_by.get(name)
+        run_failed = run in self.failed_runs and name not in self.failed_runs[run]
+        return test_failed or run_failed
 
     def _in_progress(self, name: str) -> bool:
         return self.last_planned_by.get(name) in self.running

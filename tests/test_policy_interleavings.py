@@ -3,9 +3,11 @@
 A Hypothesis state machine drives a real Dagster instance and the project's real conditions
 (the component's definitions of a copy of the shipped dbt project, with one table on a
 `*/15` cron through `cron_by_tag`) through random sequences of: runs of any assets that
-succeed, fail part-way or stay in progress and end later; the sensor's own requests run;
-SQL edits of views and tables (a new code version); a view and a table added to the project;
-the clock moving across cron ticks; and evaluations. After every evaluation, the set of
+succeed, fail part-way or stay in progress and end later; runs in which a blocking dbt test
+fails (dbt skips what is below it), fixed by a later build; the sensor's own requests run;
+SQL edits of views and tables, of a macro and of an ephemeral model (new code versions,
+computed as the component computes them); a view and a table added to the project; the clock
+moving across cron ticks; and evaluations. After every evaluation, the set of
 requested assets must equal `policy_model.ReferenceModel`'s, exactly.
 
 Runs are reported to the instance as Dagster records a launched run (its asset selection, its
@@ -17,8 +19,10 @@ A failure prints the shrunk sequence as a timeline, in the form `nox -s demo` pr
 """
 
 import contextlib
+import copy
 import io
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -49,6 +53,7 @@ from hypothesis.stateful import (
 )
 from policy_model import DAILY, EVERY_15_MINUTES, ModelAsset, ReferenceModel
 
+from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
 from harness import (
     SHIPPED_DBT_PROJECT,
     build_defs,
@@ -83,6 +88,13 @@ OPEN_RUNS_AT_MOST = 2
 ASSET_JOB = "__ASSET_JOB"
 TALLY: Counter[str] = Counter()  # over all the sequences of one test
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# The edits that change other models' compiled SQL: the shipped macro, and an ephemeral model
+# that stg_customers inlines in the fuzz projects.
+MACRO = "macro.analytics_dbt.cents_to_dollars"
+EPHEMERAL, EPHEMERAL_SQL = (
+    "base_customers",
+    "{{ config(materialized='ephemeral') }}\nselect * from {{ ref('raw_customers') }}\n",
+)
 # A run's targets, as indexes into the project's sorted asset names (so they shrink well).
 PICKS = st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=4)
 # None: the run succeeds; N: it fails after building its first N targets, in dbt's order.
@@ -95,6 +107,11 @@ def fuzz_projects(folder: Path, source: Path) -> tuple[Path, Path]:
     base = copy_dbt_project(folder / "base" / "analytics_dbt", source=source)
     sql = base / "models" / "marts" / f"{FREQUENT_TABLE}.sql"
     sql.write_text(f"{{{{ config(tags=['{FREQUENT_TAG}']) }}}}\n{sql.read_text()}")
+    (base / "models" / "staging" / f"{EPHEMERAL}.sql").write_text(EPHEMERAL_SQL)
+    customers = base / "models" / "staging" / "stg_customers.sql"
+    customers.write_text(
+        customers.read_text().replace("ref('raw_customers')", f"ref('{EPHEMERAL}')")
+    )
     extended = copy_dbt_project(folder / "extended" / "analytics_dbt", source=base)
     for path, model_sql in ADDED_MODELS.items():
         (extended / "models" / path).write_text(model_sql)
@@ -105,6 +122,34 @@ def fuzz_projects(folder: Path, source: Path) -> tuple[Path, Path]:
 
 def policy_defs(project: Path) -> dg.Definitions:
     return build_defs(project, cron_by_tag={FREQUENT_TAG: EVERY_15_MINUTES})
+
+
+def manifest_of(project: Path) -> dict:
+    return json.loads((project / "target" / "manifest.json").read_text())
+
+
+class EditedManifest:
+    """A project's manifest, edited in memory as a person edits a macro or a model's SQL, and
+    the code versions the component computes from it."""
+
+    def __init__(self, manifest: dict):
+        self.manifest = copy.deepcopy(manifest)
+        self.versions = self._code_versions()
+
+    def edit(self, where: dict, field: str, text: str) -> dict[str, str]:
+        """Append `text` to `where[field]`; the assets whose code versions changed, and how."""
+        where[field] += text
+        before, self.versions = self.versions, self._code_versions()
+        return {name: version for name, version in self.versions.items() if before[name] != version}
+
+    def _code_versions(self) -> dict[str, str]:
+        versions = CompiledSqlCodeVersions(self.manifest)
+        return {
+            node["name"]: versions.of(node)
+            for node in self.manifest["nodes"].values()
+            if node["resource_type"] in ("model", "seed")
+            and node["config"]["materialized"] != "ephemeral"
+        }
 
 
 def model_assets(defs: dg.Definitions) -> list[ModelAsset]:
@@ -131,6 +176,12 @@ def with_code_versions(defs: dg.Definitions, versions: dict[str, str]) -> dg.Def
     )
 
 
+def first_blocking_check(defs: dg.Definitions, name: str) -> dg.AssetCheckKey | None:
+    graph = defs.resolve_asset_graph()
+    blocking = [key for key in graph.get(dg.AssetKey(name)).check_keys if graph.get(key).blocking]
+    return min(blocking, default=None)
+
+
 def report(instance: dg.DagsterInstance, run: dg.DagsterRun, event: DagsterEventType, data=None):
     instance.report_dagster_event(
         DagsterEvent(event_type_value=event.value, job_name=run.job_name, event_specific_data=data),
@@ -141,9 +192,12 @@ def report(instance: dg.DagsterInstance, run: dg.DagsterRun, event: DagsterEvent
 class PolicyInterleavings(RuleBasedStateMachine):
     """One sequence: a fresh instance, the shipped project, and the model beside them."""
 
-    # The project's definitions before and after the models are added: set by `check()`.
+    # The project's definitions and manifests before and after the models are added: set by
+    # `check()`.
     base_defs: dg.Definitions
     extended_defs: dg.Definitions
+    base_manifest: dict
+    extended_manifest: dict
     real_dbt = False
 
     open_runs = Bundle("open_runs")
@@ -153,6 +207,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self.stack = ExitStack()
         self.instance = self.stack.enter_context(dg.instance_for_test(temp_dir=self.home()))
         self.project_defs = self.base_defs
+        self.manifest = EditedManifest(self.base_manifest)
         self.versions: dict[str, str] = {}
         self._defs_key, self._defs = None, self.project_defs
         self.now = START
@@ -222,13 +277,21 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self.model.run_started(run.run_id, targets)
         return label, run
 
-    def end(self, run: dg.DagsterRun, built: list[str], succeeded: bool) -> None:
+    def end(
+        self, run: dg.DagsterRun, built: list[str], succeeded: bool, failed_test: str | None = None
+    ) -> None:
         for name in built:
             data = StepMaterializationData(dg.AssetMaterialization(asset_key=name))
             report(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
+            if name == failed_test:
+                check = first_blocking_check(self.defs, name)
+                evaluation = dg.AssetCheckEvaluation(
+                    asset_key=check.asset_key, check_name=check.name, passed=False
+                )
+                report(self.instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation)
         status = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
         report(self.instance, run, status)
-        self.model.run_ended(run.run_id, built)
+        self.model.run_ended(run.run_id, built, failed_tests=[failed_test] if failed_test else [])
 
     def run_now(self, targets: list[str], built_before_failing: int | None, who: str) -> None:
         """A run that starts and ends between two evaluations."""
@@ -300,6 +363,45 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self.end(run, built, succeeded=failure is None)
         self.say(f"       {label} ends: {_outcome(built, targets)}")
 
+    @rule(picks=PICKS, culprit=st.integers(min_value=0, max_value=20))
+    def run_with_a_failing_test(self, picks, culprit):
+        """A run in which one target's blocking test fails after it is built: dbt skips what is
+        below it in the run, and the run fails. A later build of that target fixes it."""
+        names = self.asset_names
+        targets = self.in_dependency_order({names[pick % len(names)] for pick in picks})
+        tested = [name for name in targets if first_blocking_check(self.defs, name)]
+        if not tested:
+            return
+        failing = tested[culprit % len(tested)]
+        built, not_built = [], set()
+        for name in targets:
+            if self.model.assets[name].parents & (not_built | {failing}):
+                not_built.add(name)
+            else:
+                built.append(name)
+        label, run = self.start(targets)
+        self.end(run, built, succeeded=False, failed_test=failing)
+        self.say(
+            f"you    {label} of {_listed(targets)}: {failing}'s test FAILED, "
+            f"{_listed(not_built) if not_built else 'nothing'} skipped"
+        )
+
+    @rule()
+    def edit_the_macro(self):
+        self.edited(f"the macro {MACRO}", self.manifest.manifest["macros"][MACRO], "macro_sql")
+
+    @rule()
+    def edit_the_ephemeral_model(self):
+        node = self.manifest.manifest["nodes"][f"model.analytics_dbt.{EPHEMERAL}"]
+        self.edited(f"{EPHEMERAL}.sql (ephemeral)", node, "raw_code")
+
+    def edited(self, what: str, where: dict, field: str) -> None:
+        changed = self.manifest.edit(where, field, f"\n-- edit {len(self.timeline)}")
+        for name, version in changed.items():
+            self.versions[name] = version
+            self.model.edit(name)
+        self.say(f"you    edit {what} and reload: new code version of {_listed(changed)}")
+
     @rule(pick=st.integers(min_value=0, max_value=20))
     def edit_sql(self, pick):
         names = self.asset_names
@@ -312,6 +414,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
     @rule()
     def add_models(self):
         self.project_defs = self.extended_defs
+        self.manifest = EditedManifest(self.extended_manifest)
         self.model.define(model_assets(self.project_defs))
         self.say(f"you    add {ADDED_VIEW} (a view) and {ADDED_TABLE} (a table), and reload")
 
@@ -379,6 +482,7 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def check(machine: type[PolicyInterleavings], projects, examples: int, steps: int) -> None:
     machine.base_defs, machine.extended_defs = (policy_defs(project) for project in projects)
+    machine.base_manifest, machine.extended_manifest = (manifest_of(p) for p in projects)
     TALLY.clear()
     run_state_machine_as_test(
         machine,

@@ -368,31 +368,34 @@ async def _why_parent_failed(context: dg.AutomationContext, parent: dg.AssetKey)
     return None
 
 
-# Per tick (one AssetGraphView per evaluation of a sensor): run id -> the assets a failed run
-# skipped after something upstream of them failed in it.
-_skipped_by_tick: "weakref.WeakKeyDictionary[AssetGraphView, list[frozenset]]" = (
+# Per tick (one AssetGraphView per evaluation of a sensor), and per previous evaluation (an
+# asset added since has none): the assets each run that failed since skipped after something
+# upstream of them failed in it.
+_skipped_by_tick: "weakref.WeakKeyDictionary[AssetGraphView, dict[int | None, list[frozenset]]]" = (
     weakref.WeakKeyDictionary()
 )
 
 
 def _skipped_in_failed_runs(context: dg.AutomationContext) -> list[frozenset]:
-    view = context.asset_graph_view
-    if view not in _skipped_by_tick:
-        _skipped_by_tick[view] = [
-            _skipped_after_upstream_failed(context, run_id)
-            for run_id in _runs_failed_since_previous_evaluation(context)
-        ]
-    return _skipped_by_tick[view]
-
-
-def _runs_failed_since_previous_evaluation(context: dg.AutomationContext) -> list[str]:
     previous = context.previous_temporal_context
-    if previous is None or previous.last_event_id is None:
+    # A previous evaluation on an instance that had no event yet has no last event id.
+    since = (previous.last_event_id or 0) if previous is not None else None
+    by_previous = _skipped_by_tick.setdefault(context.asset_graph_view, {})
+    if since not in by_previous:
+        by_previous[since] = [
+            _skipped_after_upstream_failed(context, run_id)
+            for run_id in _runs_failed_since(context, since)
+        ]
+    return by_previous[since]
+
+
+def _runs_failed_since(context: dg.AutomationContext, event_id: int | None) -> list[str]:
+    if event_id is None:
         return []
     records = context.asset_graph_view.instance.fetch_run_status_changes(
         dg.RunStatusChangeRecordsFilter(
             event_type=dg.DagsterEventType.RUN_FAILURE,
-            after_storage_id=previous.last_event_id,
+            after_storage_id=event_id,
             before_storage_id=_plus_one(context.asset_graph_view.last_event_id),
         ),
         limit=1000,
