@@ -381,6 +381,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
                 built.append(name)
         label, run = self.start(targets)
         self.end(run, built, succeeded=False, failed_test=failing)
+        TALLY["runs with a failing test"] += 1
         self.say(
             f"you    {label} of {_listed(targets)}: {failing}'s test FAILED, "
             f"{_listed(not_built) if not_built else 'nothing'} skipped"
@@ -400,6 +401,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
         for name, version in changed.items():
             self.versions[name] = version
             self.model.edit(name)
+        TALLY["macro or ephemeral edits"] += 1
         self.say(f"you    edit {what} and reload: new code version of {_listed(changed)}")
 
     @rule(pick=st.integers(min_value=0, max_value=20))
@@ -500,6 +502,8 @@ def check(machine: type[PolicyInterleavings], projects, examples: int, steps: in
 
 def test_policies_match_the_model_under_random_interleavings(projects):
     check(PolicyInterleavings, projects, examples=EXAMPLES, steps=40)
+    assert TALLY["runs with a failing test"] > 0
+    assert TALLY["macro or ephemeral edits"] > 0
 
 
 def test_policies_match_the_model_with_real_dbt_runs(projects):
