@@ -32,7 +32,12 @@ def test_reset_removes_the_duckdb_file_and_the_instance_and_nothing_else(tmp_pat
                     "dagster_home/dagster.yaml", "noxfile.py"]  # fmt: skip
 
 
-def test_demo_prints_the_timeline_of_the_three_walkthroughs():
+STATUS_TEST = (
+    "accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned"
+)
+
+
+def test_demo_prints_the_timeline_of_the_walkthroughs():
     demo = subprocess.run(
         [sys.executable, "-m", "dbt_automation_demo.demo"],
         cwd=REPO_ROOT,
@@ -57,8 +62,18 @@ def test_demo_prints_the_timeline_of_the_three_walkthroughs():
         everything.replace(" order_summary,", ""),  # order_summary still running
         "nothing",
         everything,
+        "nothing",  # the daily cron back, the marts every two minutes
+        "stg_orders",  # bad orders landed; its test fails
+        "customer_segments",  # due; the marts over stg_orders wait
+        "nothing",
+        "customer_orders, customer_segments, order_summary, stg_orders",  # fixed: once
+        "nothing",
     ]
-    assert "FAILED" not in demo.stdout
+    (failed,) = [line for line in demo.stdout.splitlines() if "FAILED" in line]
+    assert failed.endswith(f"dbt build stg_orders: FAILED: stg_orders' test {STATUS_TEST} failed")
+    assert f"why    customer_orders waits: stg_orders: blocking check {STATUS_TEST} failed" in (
+        demo.stdout
+    )
     # Nothing but the timeline: headings, blank lines and "Wed 06:00  what happened" lines (no
     # warnings from the libraries between them).
     timeline = re.compile(r"== .+|[A-Z][a-z]{2} \d\d:\d\d  +\S.*|")

@@ -8,9 +8,11 @@ import dagster as dg
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from dbt_automation_demo.conditions import (
     AnyParentUpdated,
+    ParentFailed,
     RunningAtLastTick,
     SafeToRun,
     SinceLastRequested,
+    SkippedAfterUpstreamFailed,
 )
 from harness import ALL_ASSETS, REPO_ROOT, readme_block
 
@@ -71,7 +73,14 @@ def test_the_readmes_policies_are_the_conditions_the_component_builds():
 
 OUR_CONDITIONS = {
     condition.__name__: condition
-    for condition in (AnyParentUpdated, RunningAtLastTick, SafeToRun, SinceLastRequested)
+    for condition in (
+        AnyParentUpdated,
+        ParentFailed,
+        RunningAtLastTick,
+        SafeToRun,
+        SinceLastRequested,
+        SkippedAfterUpstreamFailed,
+    )
 }
 
 

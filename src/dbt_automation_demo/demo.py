@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -41,21 +42,51 @@ class Timeline:
     def say(self, what: str) -> None:
         print(f"{self.ticker.now:%a %H:%M}  {what}", flush=True)
 
-    def tick_at(self, hour: int, minute: int = 0) -> set[str]:
-        requested = self.ticker.tick_at(DAY.replace(hour=hour, minute=minute))
+    def tick_at(self, hour: int, minute: int = 0, second: int = 0) -> set[str]:
+        requested = self.ticker.tick_at(DAY.replace(hour=hour, minute=minute, second=second))
         self.say(f"tick   requested: {_listed(requested)}")
         return requested
 
     def run(self, asset_names: Iterable[str]) -> None:
-        """Materialize for real, keeping dbt's and Dagster's logs unless the run fails."""
+        """Materialize for real (if anything was requested), keeping dbt's and Dagster's logs
+        unless the run fails for another reason than a failed test."""
         asset_names = sorted(asset_names)
+        if not asset_names:
+            return
         logs = io.StringIO()
         with contextlib.redirect_stdout(logs), contextlib.redirect_stderr(logs):
             result = materialize(self.ticker.defs, self.instance, asset_names, raise_on_error=False)
-        if not result.success:
+        failed_tests = sorted(
+            f"{check.asset_key.to_user_string()}'s test {check.check_name}".replace("s's", "s'")
+            for check in result.get_asset_check_evaluations()
+            if not check.passed
+        )
+        built = {
+            event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+        }
+        if result.success:
+            outcome = "succeeded"
+        elif failed_tests:
+            skipped = set(asset_names) - built
+            outcome = f"FAILED: {', '.join(failed_tests)} failed" + (
+                f"; dbt skipped {_listed(skipped)}" if skipped else ""
+            )
+        else:
             print(logs.getvalue())
-        outcome = "succeeded" if result.success else "FAILED"
+            outcome = "FAILED"
         self.say(f"run    dbt build {_listed(asset_names)}: {outcome}")
+
+    def why_waiting(self, asset: str) -> None:
+        """The parent the last evaluation names as holding the asset back, as the UI shows it."""
+        evaluation = self.ticker.last_evaluation
+        result = next(r for r in evaluation.results if r.key.to_user_string() == asset)
+        pending, reasons = [result], []
+        while pending:
+            node = pending.pop()
+            if type(node.condition).__name__ == "FailedParent":
+                reasons.append(node.condition.name)
+            pending.extend(node.child_results)
+        self.say(f"why    {asset} waits: {'; '.join(reasons) or 'nothing holds it back'}")
 
 
 def _listed(asset_names: Iterable[str]) -> str:
@@ -105,12 +136,42 @@ def replay(workdir: Path) -> None:
         timeline.say("       that run of order_summary ends")
         timeline.tick_at(11, 8)
 
+        print("\n== A failed test holds the marts back; they run once the data is fixed")
+        set_daily_cron(workdir, "0 6 * * *", marts="*/2 * * * *")
+        timeline.say("you    set the daily cron back, the marts every two minutes, and reload")
+        timeline.ticker.defs = defs_from_yaml(workdir)
+        timeline.tick_at(11, 9)
+        land_orders(project, project / "demo_data" / "raw_orders_bad.csv")
+        timeline.ticker.defs = defs_from_yaml(workdir)
+        timeline.say(
+            "you    land raw_orders_bad.csv (an order 'lost'), reload, materialize raw_orders"
+        )
+        timeline.run(["raw_orders"])
+        timeline.run(timeline.tick_at(11, 9, 30))
+        timeline.run(timeline.tick_at(11, 10, 30))
+        timeline.why_waiting("customer_orders")
+        timeline.tick_at(11, 11)
+        land_orders(project, PROJECT_ROOT / "analytics_dbt" / "seeds" / "raw_orders.csv")
+        timeline.ticker.defs = defs_from_yaml(workdir)
+        timeline.say("you    land the good raw_orders.csv, reload, materialize raw_orders")
+        timeline.run(["raw_orders"])
+        timeline.run(timeline.tick_at(11, 13))
+        timeline.tick_at(11, 13, 30)
 
-def set_daily_cron(project_root: Path, cron: str) -> None:
-    """Edit `daily_cron` in the project's defs.yaml, as the README's walkthrough says."""
+
+def set_daily_cron(project_root: Path, cron: str, marts: str | None = None) -> None:
+    """Edit `daily_cron` in the project's defs.yaml (and `cron_by_path` for the marts), as
+    the README's walkthroughs say."""
     defs_yaml = project_root / DBT_DEFS_YAML
-    edited = re.sub(r"(?m)^  daily_cron: .*$", f'  daily_cron: "{cron}"', defs_yaml.read_text())
+    line = f'  daily_cron: "{cron}"' + (f'\n  cron_by_path: {{marts: "{marts}"}}' if marts else "")
+    edited = re.sub(r"(?m)^  daily_cron: .*$", line, defs_yaml.read_text(), count=1)
     defs_yaml.write_text(edited)
+
+
+def land_orders(project: Path, orders: Path) -> None:
+    """New orders land in the seed, and the project is parsed again, as a reload does."""
+    shutil.copy(orders, project / "seeds" / "raw_orders.csv")
+    reparse(project)
 
 
 def main() -> None:
