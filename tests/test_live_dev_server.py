@@ -19,6 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 from harness import (
     ALL_ASSETS,
     DEPLOY_INSTANCE_CONFIG,
+    SHIPPED_DBT_PROJECT,
     STORAGES,
     TABLES,
     VIEWS,
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.live
 SQLITE_ONLY = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 RUN_SECONDS = 180
+STATUS_TEST = (
+    "accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned"
+)
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -238,6 +242,11 @@ def test_editing_a_view_and_reloading_makes_the_sensor_refresh_that_view(server)
     before = len(automation_runs(server))
     sql = server.project / "analytics_dbt" / "models" / "staging" / "stg_customers.sql"
     sql.write_text(sql.read_text() + "-- edited by the live test\n")
+    reload(server)
+    expect_one_automation_run_of(server, before, {"stg_customers"})
+
+
+def reload(server: DevServer) -> None:
     location = repository(server)["location"]["name"]
     # The reload answers once dbt has re-parsed and the code server has restarted: on a busy
     # 2-core machine that took longer than a query's 30 s.
@@ -245,7 +254,26 @@ def test_editing_a_view_and_reloading_makes_the_sensor_refresh_that_view(server)
         "reloadRepositoryLocation"
     ]
     assert reloaded == {"__typename": "WorkspaceLocationEntry", "loadStatus": "LOADED"}
-    expect_one_automation_run_of(server, before, {"stg_customers"})
+
+
+def hold_the_marts_back(server: DevServer) -> None:
+    """Walkthrough 5: the marts due every minute, bad orders landed, and stg_orders' test
+    failed in a run of the seed and the view; then one sensor tick after a minute's tick."""
+    defs_yaml = server.project / "src" / "dbt_automation_demo" / "defs" / "analytics" / "defs.yaml"
+    defs_yaml.write_text(
+        defs_yaml.read_text().replace(
+            '  daily_cron: "0 6 * * *"\n',
+            '  daily_cron: "0 6 * * *"\n  cron_by_path: {marts: "* * * * *"}\n',
+        )
+    )
+    bad_orders = SHIPPED_DBT_PROJECT / "demo_data" / "raw_orders_bad.csv"
+    shutil.copy(bad_orders, server.project / "analytics_dbt" / "seeds" / "raw_orders.csv")
+    reload(server)
+    run = launch_run(server, ["raw_orders", "stg_orders"])
+    assert wait_for("the run to finish", lambda: finished(server, run), RUN_SECONDS) == "FAILURE"
+    next_minute = (time.time() // 60 + 1) * 60
+    time.sleep(max(0.0, next_minute - time.time()))
+    wait_for_sensor_ticks(server, 1, since=next_minute)
 
 
 def skip_the_first_visit_dialog(page: Page) -> None:
@@ -285,6 +313,16 @@ def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path)
         page.get_by_text("refresh on SQL change or parent update").first.wait_for(timeout=60_000)
         page.get_by_text("SQL changed or a parent updated since last requested").first.wait_for()
         page.screenshot(path=shots / "automation.png")
+
+        hold_the_marts_back(server)
+        open_page(page, f"{server.url}/assets/customer_orders?view=automation")
+        page.get_by_text(re.compile(r"\d:\d\d:\d\d [AP]M")).first.click(timeout=60_000)
+        page.get_by_text("no parent's blocking check failed").first.wait_for(timeout=60_000)
+        # The node that names the parents is folded: unfold it, as a person clicks its arrow.
+        gate = page.get_by_text("parent's blocking check failed, or its last run").first
+        gate.locator("xpath=ancestor::*[4]").get_by_role("img", name="arrow_drop_down").click()
+        page.get_by_text(f"stg_orders: blocking check {STATUS_TEST} failed").first.wait_for()
+        page.screenshot(path=shots / "test_gate.png")
         browser.close()
-    assert (shots / "lineage.png").stat().st_size > 10_000
-    assert (shots / "automation.png").stat().st_size > 10_000
+    for shot in ("lineage.png", "automation.png", "test_gate.png"):
+        assert (shots / shot).stat().st_size > 10_000

@@ -500,12 +500,14 @@ def check(machine: type[PolicyInterleavings], projects, examples: int, steps: in
     print(f"{machine.__name__}: {examples} sequences, {dict(TALLY)}")
 
 
+@pytest.mark.interleavings
 def test_policies_match_the_model_under_random_interleavings(projects):
     check(PolicyInterleavings, projects, examples=EXAMPLES, steps=40)
     assert TALLY["runs with a failing test"] > 0
     assert TALLY["macro or ephemeral edits"] > 0
 
 
+@pytest.mark.interleavings
 def test_policies_match_the_model_with_real_dbt_runs(projects):
     check(PolicyInterleavingsWithRealDbt, projects, examples=max(3, EXAMPLES // 20), steps=20)
     assert TALLY["real dbt builds"] > 0

@@ -172,7 +172,8 @@ class ParentFailed(BuiltinAutomationCondition):
     Warn-severity tests are not blocking checks, so they never count. A parent requested on
     this tick is tested again in the same run, where ``dbt build`` skips the child if the test
     fails again. Each such parent is a child result named after it and why, so the UI's
-    evaluation names the parent that holds the asset back.
+    evaluation names the parent that holds the asset back. A partitioned parent counts as a
+    whole (dbt's models are not partitioned).
     """
 
     @property
@@ -186,13 +187,15 @@ class ParentFailed(BuiltinAutomationCondition):
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         true_subset = context.get_empty_subset()
         parent_results = []
-        for parent in _parents(context) if not context.candidate_subset.is_empty else ():
+        parents = _parents(context) if not context.candidate_subset.is_empty else []
+        for parent in parents:
             why = await _why_parent_failed(context, parent)
             if why is None:
                 continue
             blocked = context.candidate_subset.compute_mapped_subset(parent, direction="up")
+            failed_parent = FailedParent(parent=parent, why=why)
             result = await context.for_child_condition(
-                child_condition=FailedParent(parent=parent, why=why),
+                child_condition=failed_parent.with_label(failed_parent.name),
                 child_indices=[None, len(parent_results)],
                 candidate_subset=blocked,
             ).evaluate_async()
