@@ -5,15 +5,8 @@ import subprocess
 
 import dagster as dg
 
+from dbt_automation_demo import conditions
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
-from dbt_automation_demo.conditions import (
-    AnyParentUpdated,
-    ParentFailed,
-    RunningAtLastTick,
-    SafeToRun,
-    SinceLastRequested,
-    SkippedAfterUpstreamFailed,
-)
 from harness import ALL_ASSETS, REPO_ROOT, readme_block
 
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
@@ -71,16 +64,13 @@ def test_the_readmes_policies_are_the_conditions_the_component_builds():
     )
 
 
+# The condition classes of conditions.py, by name.
 OUR_CONDITIONS = {
-    condition.__name__: condition
-    for condition in (
-        AnyParentUpdated,
-        ParentFailed,
-        RunningAtLastTick,
-        SafeToRun,
-        SinceLastRequested,
-        SkippedAfterUpstreamFailed,
-    )
+    name: value
+    for name, value in vars(conditions).items()
+    if isinstance(value, type)
+    and issubclass(value, dg.AutomationCondition)
+    and value.__module__ == conditions.__name__
 }
 
 

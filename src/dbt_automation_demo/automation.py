@@ -28,6 +28,7 @@ from dbt_automation_demo.conditions import (
     SafeToRun,
     SinceLastRequested,
     SkippedAfterUpstreamFailed,
+    SkippedSinceLastRequested,
 )
 
 AC = dg.AutomationCondition
@@ -142,7 +143,7 @@ def refresh_daily(
     refreshed_by_a_running_run = RunningAtLastTick(
         cron_schedule=cron, cron_timezone=timezone
     ).with_label("the last tick passed while it was running")
-    skipped = SinceLastRequested(trigger=_skipped()).with_label(
+    skipped = SkippedSinceLastRequested().with_label(
         "skipped by dbt after an upstream failure, since last requested"
     )
     return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run()).with_label(

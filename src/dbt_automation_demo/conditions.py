@@ -1,8 +1,9 @@
 """The conditions the policies are built from, each one node.
 
 Four compute exactly what a composition of Dagster's built-ins computes (``AnyParentUpdated``,
-``SafeToRun``, ``SinceLastRequested``, ``RunningAtLastTick``); two carry dbt's tests across
-runs, which no built-in does (``ParentFailed``, ``SkippedAfterUpstreamFailed``).
+``SafeToRun``, ``SinceLastRequested``, ``RunningAtLastTick``); three carry dbt's tests across
+runs, which no built-in does (``ParentFailed``, ``SkippedAfterUpstreamFailed`` and its
+latched form ``SkippedSinceLastRequested``).
 
 Dagster evaluates every node of every asset's condition tree on every tick, then serializes
 each node's result into the sensor's cursor. Its ``any_deps_*`` conditions add several nodes
@@ -226,6 +227,28 @@ class FailedParent(BuiltinAutomationCondition):
 
 
 @record
+class SkippedSinceLastRequested(BuiltinAutomationCondition):
+    """``SinceLastRequested(trigger=SkippedAfterUpstreamFailed())``, in one node: true from
+    the evaluation after a run skipped the asset (see ``SkippedAfterUpstreamFailed``) until
+    the evaluation after a request on which it was not skipped again."""
+
+    @property
+    def name(self) -> str:
+        return "skipped_since_last_requested"
+
+    async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        everything = context.asset_graph_view.get_full_subset(key=context.key)
+        skipped = everything if _was_skipped(context) else context.get_empty_subset()
+        requested = context.get_previous_requested_subset(context.key) or context.get_empty_subset()
+        true_subset = (context.previous_true_subset or context.get_empty_subset()).compute_union(
+            skipped
+        )
+        return dg.AutomationResult(
+            context, true_subset.compute_difference(requested.compute_difference(skipped))
+        )
+
+
+@record
 class SkippedAfterUpstreamFailed(BuiltinAutomationCondition):
     """True on the evaluation after a run that was to materialize the asset ended without it
     because something upstream of it failed in that run: a blocking check, or an asset that
@@ -245,11 +268,16 @@ class SkippedAfterUpstreamFailed(BuiltinAutomationCondition):
         return False
 
     async def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        skipped = any(
-            context.key in run_skipped for run_skipped in _skipped_in_failed_runs(context)
+        skipped = _was_skipped(context)
+        return dg.AutomationResult(
+            context, context.candidate_subset if skipped else context.get_empty_subset()
         )
-        true_subset = context.candidate_subset if skipped else context.get_empty_subset()
-        return dg.AutomationResult(context, true_subset)
+
+
+def _was_skipped(context: dg.AutomationContext) -> bool:
+    """A run that failed since the asset's previous evaluation skipped it after an upstream
+    failure in it."""
+    return any(context.key in run_skipped for run_skipped in _skipped_in_failed_runs(context))
 
 
 def _cron_tick_passed(context: dg.AutomationContext, cron: str, timezone: str) -> bool:
