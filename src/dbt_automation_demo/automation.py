@@ -186,16 +186,20 @@ def _minutes_shifted(cron: str, by: timedelta) -> str | None:
 
 
 def _same_ticks_later(cron: str, deadline: str, by: timedelta, timezone: str) -> bool:
-    start = datetime(2031, 1, 1, tzinfo=ZoneInfo(timezone)).timestamp()
-    ticks = itertools.islice(cron_string_iterator(start, cron, timezone), _TICKS_COMPARED)
-    deadlines = cron_string_iterator(start + by.total_seconds(), deadline, timezone)
-    return all(tick + by == next(deadlines) for tick in ticks)
+    ticks, deadlines = _first_ticks(cron, timezone), _first_ticks(deadline, timezone, after=by)
+    return all(tick + by == late for tick, late in zip(ticks, deadlines, strict=True))
 
 
 def _longest_interval(cron: str, timezone: str) -> timedelta:
-    start = datetime(2031, 1, 1, tzinfo=ZoneInfo(timezone)).timestamp()
-    ticks = list(itertools.islice(cron_string_iterator(start, cron, timezone), _TICKS_COMPARED))
+    ticks = _first_ticks(cron, timezone)
     return max(later - earlier for earlier, later in itertools.pairwise(ticks))
+
+
+def _first_ticks(cron: str, timezone: str, after: timedelta = timedelta(0)) -> list[datetime]:
+    """The cron's first `_TICKS_COMPARED` ticks from a fixed date (plus `after`)."""
+    start = datetime(2031, 1, 1, tzinfo=ZoneInfo(timezone)) + after
+    ticks = cron_string_iterator(start.timestamp(), cron, timezone)
+    return list(itertools.islice(ticks, _TICKS_COMPARED))
 
 
 def sketch_view_policy() -> dg.AutomationCondition:

@@ -127,11 +127,9 @@ class SinceLastRequested(BuiltinAutomationCondition):
                 for index, child in enumerate(self.children)
             )
         )
-        trigger, requested = trigger_result.true_subset, requested_result.true_subset
-        true_subset = (context.previous_true_subset or context.get_empty_subset()).compute_union(
-            trigger
+        true_subset = _since_last_requested(
+            context, trigger_result.true_subset, requested_result.true_subset
         )
-        true_subset = true_subset.compute_difference(requested.compute_difference(trigger))
         return dg.AutomationResult(
             context, true_subset, child_results=[trigger_result, requested_result]
         )
@@ -240,12 +238,7 @@ class SkippedSinceLastRequested(BuiltinAutomationCondition):
         everything = context.asset_graph_view.get_full_subset(key=context.key)
         skipped = everything if _was_skipped(context) else context.get_empty_subset()
         requested = context.get_previous_requested_subset(context.key) or context.get_empty_subset()
-        true_subset = (context.previous_true_subset or context.get_empty_subset()).compute_union(
-            skipped
-        )
-        return dg.AutomationResult(
-            context, true_subset.compute_difference(requested.compute_difference(skipped))
-        )
+        return dg.AutomationResult(context, _since_last_requested(context, skipped, requested))
 
 
 @record
@@ -280,6 +273,17 @@ def _was_skipped(context: dg.AutomationContext) -> bool:
     return any(context.key in run_skipped for run_skipped in _skipped_in_failed_runs(context))
 
 
+def _since_last_requested(
+    context: dg.AutomationContext, trigger: EntitySubset, newly_requested: EntitySubset
+) -> EntitySubset:
+    """`trigger.since(newly_requested & ~trigger)` on this evaluation: what was true before, or
+    is triggered now, less what the last request spent (a trigger that came after it stays)."""
+    before = context.previous_true_subset or context.get_empty_subset()
+    return before.compute_union(trigger).compute_difference(
+        newly_requested.compute_difference(trigger)
+    )
+
+
 def _cron_tick_passed(context: dg.AutomationContext, cron: str, timezone: str) -> bool:
     # As Dagster's cron_tick_passed(): a tick at the previous evaluation's very time counts.
     if context.previous_evaluation_time is None:
@@ -291,8 +295,7 @@ def _cron_tick_passed(context: dg.AutomationContext, cron: str, timezone: str) -
 
 
 def _parents(context: dg.AutomationContext) -> list[dg.AssetKey]:
-    node = context.asset_graph.get(context.key)
-    return sorted(key for key in node.parent_entity_keys if isinstance(key, dg.AssetKey))
+    return sorted(_asset_parents(context.asset_graph, context.key))
 
 
 async def _parent_updated(context: dg.AutomationContext, parent: dg.AssetKey) -> EntitySubset:

@@ -57,7 +57,7 @@ class Timeline:
         with contextlib.redirect_stdout(logs), contextlib.redirect_stderr(logs):
             result = materialize(self.ticker.defs, self.instance, asset_names, raise_on_error=False)
         failed_tests = sorted(
-            f"{check.asset_key.to_user_string()}'s test {check.check_name}".replace("s's", "s'")
+            f"{_possessive(check.asset_key.to_user_string())} test {check.check_name}"
             for check in result.get_asset_check_evaluations()
             if not check.passed
         )
@@ -87,6 +87,10 @@ class Timeline:
                 reasons.append(node.condition.name)
             pending.extend(node.child_results)
         self.say(f"why    {asset} waits: {'; '.join(reasons) or 'nothing holds it back'}")
+
+
+def _possessive(name: str) -> str:
+    return f"{name}'" if name.endswith("s") else f"{name}'s"
 
 
 def _listed(asset_names: Iterable[str]) -> str:

@@ -318,6 +318,7 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
     """
 
     _code_versions: CompiledSqlCodeVersions | None = None
+    _specs: dict[tuple[str, int], dg.AssetSpec]
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
@@ -325,7 +326,16 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
         # The code version needs the whole manifest (macros, ephemeral parents), which
         # dagster-dbt hands `get_asset_spec` but not `get_code_version`.
         if self._code_versions is None or self._code_versions.manifest is not manifest:
-            self._code_versions = CompiledSqlCodeVersions(manifest)
+            self._code_versions, self._specs = CompiledSqlCodeVersions(manifest), {}
+        # dagster-dbt asks again for every parent of every node: each spec is made once.
+        memo = (unique_id, id(project))
+        if memo not in self._specs:
+            self._specs[memo] = self._spec_with_freshness(manifest, unique_id, project)
+        return self._specs[memo]
+
+    def _spec_with_freshness(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = manifest["nodes"].get(unique_id)
         if node is None or node["resource_type"] not in ASSET_RESOURCE_TYPES:
