@@ -157,10 +157,11 @@ def overdue_after_grace(cron: str, timezone: str = DEFAULT_TIMEZONE) -> dg.Fresh
     asset has not been materialized since a tick once `FRESHNESS_GRACE` (30 minutes, or the
     cron's shortest interval if less) has passed since that tick.
 
-    A table held back by a failed test, a failed run or a stopped sensor then shows as overdue
-    in the UI and in `dg`, which gives people something to alert on. Where the tick plus the
-    grace is itself a cron (a shifted minute field), the policy is Dagster's cron policy;
-    otherwise a time window of the cron's longest interval plus the grace.
+    A table held back by a failed test, a failed run or a stopped sensor then turns overdue
+    when Dagster's freshness daemon evaluates it, which gives people something to alert on.
+    Where the tick plus the grace is itself a cron (a shifted minute field), the policy is
+    Dagster's cron policy; otherwise a time window of the cron's longest interval plus the
+    grace.
     """
     grace = min(FRESHNESS_GRACE, get_smallest_cron_interval(cron, timezone))
     deadline = _minutes_shifted(cron, grace)
