@@ -26,13 +26,13 @@ import yaml
 from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject, DbtProjectComponent
 
-from dbt_automation_demo.components.collector import collector_paused
 from dbt_automation_demo.components.custom_dbt_component import (
     MATERIALIZATION_TAG,
     AutomationSensorArgs,
     CustomDbtComponent,
-    release_duckdb_file,
 )
+from dbt_automation_demo.internals.collector import collector_paused
+from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
 from dbt_automation_demo.replay import (
     copy_dagster_project,
     copy_dbt_project,

@@ -14,10 +14,8 @@ import pytest
 from dagster_dbt import DbtCliResource
 from packaging.version import Version
 
-from dbt_automation_demo.components.custom_dbt_component import (
-    CustomDbtComponent,
-    skip_dbt_version_probe,
-)
+from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
+from dbt_automation_demo.internals.dbt_cli import skip_dbt_version_probe
 from harness import (
     ALL_ASSETS,
     EDGES,

@@ -7,6 +7,7 @@ import dagster as dg
 
 from dbt_automation_demo import conditions
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
+from dbt_automation_demo.internals import conditions as internal_conditions
 from harness import ALL_ASSETS, REPO_ROOT, readme_block
 
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
@@ -64,13 +65,14 @@ def test_the_readmes_policies_are_the_conditions_the_component_builds():
     )
 
 
-# The condition classes of conditions.py, by name.
+# Our condition classes (conditions.py and internals/conditions.py), by name.
 OUR_CONDITIONS = {
     name: value
-    for name, value in vars(conditions).items()
+    for module in (conditions, internal_conditions)
+    for name, value in vars(module).items()
     if isinstance(value, type)
     and issubclass(value, dg.AutomationCondition)
-    and value.__module__ == conditions.__name__
+    and value.__module__ == module.__name__
 }
 
 

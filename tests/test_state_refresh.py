@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
-from dbt_automation_demo.components.project_snapshot import mirror
+from dbt_automation_demo.internals.project_snapshot import mirror
 from harness import add_comment, copy_dbt_project
 
 

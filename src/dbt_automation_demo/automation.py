@@ -15,20 +15,20 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from dagster._utils.schedules import (
-    cron_string_iterator,
-    get_smallest_cron_interval,
-    is_valid_cron_schedule,
-)
 
-from dbt_automation_demo.conditions import (
+from dbt_automation_demo.conditions import SinceLastRequested
+from dbt_automation_demo.internals.conditions import (
     AnyParentUpdated,
     ParentFailed,
     RunningAtLastTick,
     SafeToRun,
-    SinceLastRequested,
     SkippedAfterUpstreamFailed,
     SkippedSinceLastRequested,
+)
+from dbt_automation_demo.internals.dagster_names import (
+    cron_string_iterator,
+    get_smallest_cron_interval,
+    is_valid_cron_schedule,
 )
 
 AC = dg.AutomationCondition
@@ -41,10 +41,51 @@ FRESHNESS_GRACE = timedelta(minutes=30)
 _TICKS_COMPARED = 200
 
 
-def _changed() -> dg.AutomationCondition:
+# Each single-node condition (dbt_automation_demo.internals.conditions), or, with the
+# component's `speedups: false`, the composition of Dagster's built-ins it computes exactly
+# (tests/test_differential.py evaluates both on the same random instance states).
+
+
+def any_parent_updated(speedups: bool = True) -> dg.AutomationCondition:
+    """A parent materialized since the previous evaluation by a run that did not also build
+    this asset, or requested on this tick."""
+    return AnyParentUpdated() if speedups else AC.any_deps_updated()
+
+
+def safe_to_run(speedups: bool = True) -> dg.AutomationCondition:
+    """Not running, no parent running, and no parent Dagster can build missing (unless it is
+    requested on this tick); a dbt source, which Dagster never builds, never counts."""
+    if speedups:
+        return SafeToRun()
+    return (
+        ~AC.in_progress()
+        & ~AC.any_deps_in_progress()
+        & ~AC.any_deps_missing().allow(dg.AssetSelection.all())
+    )
+
+
+def running_at_last_tick(cron: str, timezone: str, speedups: bool = True) -> dg.AutomationCondition:
+    """From an evaluation on which a tick passed while the asset was running, until one on
+    which a tick passed while it was not."""
+    if speedups:
+        return RunningAtLastTick(cron_schedule=cron, cron_timezone=timezone)
+    tick = AC.cron_tick_passed(cron, timezone)
+    return (tick & AC.in_progress()).since(tick & ~AC.in_progress())
+
+
+def skipped_since_last_requested(speedups: bool = True) -> dg.AutomationCondition:
+    """From the evaluation after dbt skipped the asset after an upstream failure in its run,
+    until the evaluation after a request on which it was not skipped again."""
+    if speedups:
+        return SkippedSinceLastRequested()
+    return SinceLastRequested(trigger=SkippedAfterUpstreamFailed())
+
+
+def _changed(speedups: bool) -> dg.AutomationCondition:
     # A parent's update, not the view's own (newly_updated() would be about the view itself);
     # a parent update made by a run that also built this view is ignored.
-    return (AC.code_version_changed() | AnyParentUpdated() | _skipped()).with_label(
+    parent_updated = any_parent_updated(speedups)
+    return (AC.code_version_changed() | parent_updated | _skipped()).with_label(
         "SQL changed, a parent updated, or skipped after an upstream failure"
     )
 
@@ -53,16 +94,16 @@ def _skipped() -> dg.AutomationCondition:
     return SkippedAfterUpstreamFailed().with_label("skipped by dbt after an upstream failure")
 
 
-def _safe_to_run() -> dg.AutomationCondition:
-    # A parent whose tests failed is labelled on its own, so the UI names it and why.
+def _safe_to_run(speedups: bool) -> dg.AutomationCondition:
+    # Each node names the parent that holds the asset back, and why, so the UI shows it.
     parent_failed = ParentFailed().with_label("parent's blocking check failed, or its last run")
-    return SafeToRun().with_label("not running, no parent running or missing") & (
+    return safe_to_run(speedups).with_label("not running, no parent running or missing") & (
         ~parent_failed
     ).with_label("no parent's blocking check failed")
 
 
 @functools.cache
-def refresh_on_change() -> dg.AutomationCondition:
+def refresh_on_change(speedups: bool = True) -> dg.AutomationCondition:
     """Views: refresh when their SQL changes, a parent updates, or they are new and missing.
 
     Guarantees:
@@ -93,7 +134,7 @@ def refresh_on_change() -> dg.AutomationCondition:
     # spending it on the view's own update too (as eager() does) would lose one that arrived
     # while the view's run was past reading its parent. Dagster's since() lets the reset win a
     # tie (dagster-io/dagster#33587): SinceLastRequested does not.
-    changed = SinceLastRequested(trigger=_changed()).with_label(
+    changed = SinceLastRequested(trigger=_changed(speedups)).with_label(
         "SQL changed or a parent updated since last requested"
     )
     # Being new is spent by any build, or building everything by hand would leave every view
@@ -103,12 +144,14 @@ def refresh_on_change() -> dg.AutomationCondition:
         .since(AC.newly_requested() | AC.newly_updated())
         .with_label("newly missing since last requested or built")
     )
-    return ((changed | new) & _safe_to_run()).with_label("refresh on SQL change or parent update")
+    return ((changed | new) & _safe_to_run(speedups)).with_label(
+        "refresh on SQL change or parent update"
+    )
 
 
 @functools.cache
 def refresh_daily(
-    cron: str = DEFAULT_DAILY_CRON, timezone: str = DEFAULT_TIMEZONE
+    cron: str = DEFAULT_DAILY_CRON, timezone: str = DEFAULT_TIMEZONE, speedups: bool = True
 ) -> dg.AutomationCondition:
     """Tables, seeds, snapshots, incrementals: refresh once per cron tick, never while running.
 
@@ -140,13 +183,13 @@ def refresh_daily(
     # A run in progress at the tick is that tick's refresh: the tick waits for the next one
     # that passes while the asset is not running. The run storage is asked whether the asset
     # is in progress only on a tick, which keeps a steady-state tick cheap.
-    refreshed_by_a_running_run = RunningAtLastTick(
-        cron_schedule=cron, cron_timezone=timezone
-    ).with_label("the last tick passed while it was running")
-    skipped = SkippedSinceLastRequested().with_label(
+    refreshed_by_a_running_run = running_at_last_tick(cron, timezone, speedups).with_label(
+        "the last tick passed while it was running"
+    )
+    skipped = skipped_since_last_requested(speedups).with_label(
         "skipped by dbt after an upstream failure, since last requested"
     )
-    return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run()).with_label(
+    return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run(speedups)).with_label(
         f"refresh on cron '{cron}' ({timezone})"
     )
 

@@ -83,7 +83,7 @@ class Timeline:
         pending, reasons = [result], []
         while pending:
             node = pending.pop()
-            if type(node.condition).__name__ == "FailedParent":
+            if type(node.condition).__name__ == "HeldBackBy":
                 reasons.append(node.condition.name)
             pending.extend(node.child_results)
         self.say(f"why    {asset} waits: {'; '.join(reasons) or 'nothing holds it back'}")

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
-from dagster._core.remote_origin import (
-    InProcessCodeLocationOrigin,
-    RemoteJobOrigin,
-    RemoteRepositoryOrigin,
-)
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject
 from dagster_dbt.dbt_manifest import read_manifest_path
 
-from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
+from dbt_automation_demo.components.custom_dbt_component import SPEEDUPS_ENV, CustomDbtComponent
+from dbt_automation_demo.internals.dagster_names import (
+    InProcessCodeLocationOrigin,
+    LoadableTargetOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
 
 DBT_DEFS_YAML = Path("src/dbt_automation_demo/defs/analytics/defs.yaml")
 CRON_ATTRIBUTES = ("daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path")
@@ -94,8 +94,10 @@ def parse(project_dir: Path) -> None:
 def build_defs(
     project_dir: Path, component_cls: type[CustomDbtComponent] = CustomDbtComponent, **attributes
 ) -> dg.Definitions:
-    """The component's definitions from the project's existing manifest."""
+    """The component's definitions from the project's existing manifest; with `speedups` as
+    the shipped defs.yaml sets it (from DBT_AUTOMATION_SPEEDUPS) unless given."""
     project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    attributes.setdefault("speedups", os.environ.get(SPEEDUPS_ENV, "true"))
     return component_defs(component=component_cls(project=project, **attributes))
 
 

@@ -1,12 +1,9 @@
 """The dbt project as Dagster assets, each tagged and automated by its dbt materialization."""
 
-import importlib.metadata
 import os
 import re
-import shutil
-import sysconfig
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,9 +14,6 @@ import dagster_dbt
 from dagster.components.resolved.model import Resolver
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from dagster_dbt.components.dbt_project.component import DbtProjectComponentTranslator
-from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
-from dagster_dbt.dbt_project_manager import DbtProjectArgsManager
-from packaging.version import Version
 
 from dbt_automation_demo.automation import (
     DEFAULT_DAILY_CRON,
@@ -30,13 +24,16 @@ from dbt_automation_demo.automation import (
     refresh_daily,
     refresh_on_change,
 )
-from dbt_automation_demo.components.cancellable_dbt import dbt_events, load_no_adapter
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
-from dbt_automation_demo.components.collector import built_once_for_the_process, collector_paused
-from dbt_automation_demo.components.project_snapshot import mirror
+from dbt_automation_demo.internals.cancellable_dbt import dbt_events
+from dbt_automation_demo.internals.collector import built_once_for_the_process
+from dbt_automation_demo.internals.dbt_cli import refresh_state, skip_dbt_version_probe
+from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
 
 MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
+# What the shipped defs.yaml reads `speedups` from (`nox -s stock` sets it to false).
+SPEEDUPS_ENV = "DBT_AUTOMATION_SPEEDUPS"
 DEFAULT_DUCKDB_PATH = "data/analytics.duckdb"
 MOTHERDUCK_PREFIX = "md:"
 ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
@@ -215,6 +212,18 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
             examples=[{"marts/finance": "0 * * * *"}],
         ),
     ] = field(default_factory=dict)
+    speedups: Annotated[
+        bool,
+        Resolver.default(
+            description=(
+                "true: the measured workarounds of dagster-dbt's, dbt's and DuckDB's internals "
+                "(`dbt_automation_demo.internals`, listed in docs/internals.md) and single-node "
+                "conditions. false: stock dagster-dbt paths everywhere (parse, run, metadata, "
+                "state refresh) and Dagster's built-in conditions, with the same policies."
+            ),
+            examples=[True, "{{ env('DBT_AUTOMATION_SPEEDUPS', 'true') }}"],
+        ),
+    ] = True
     automation_sensor: Annotated[
         AutomationSensorArgs,
         Resolver.default(
@@ -224,6 +233,8 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
     ] = field(default_factory=AutomationSensorArgs)
 
     def __post_init__(self) -> None:
+        # A templated value (`{{ env(...) }}`) arrives as a string, unchecked.
+        self.speedups = _as_bool(self.speedups, "speedups")
         crons = {
             "daily_cron": self.daily_cron,
             **{f"cron_by_tag.{tag}": cron for tag, cron in self.cron_by_tag.items()},
@@ -245,8 +256,8 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
     def policy_for(self, node: Mapping[str, Any], materialized: str) -> dg.AutomationCondition:
         """The automation condition for a dbt node: by materialization, then tag and folder."""
         if materialized == "view":
-            return refresh_on_change()
-        return refresh_daily(self.cron_for(node), self.cron_timezone)
+            return refresh_on_change(speedups=self.speedups)
+        return refresh_daily(self.cron_for(node), self.cron_timezone, speedups=self.speedups)
 
     def freshness_for(
         self, node: Mapping[str, Any], materialized: str
@@ -270,29 +281,19 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
     def build_defs_from_state(
         self, context: dg.ComponentLoadContext, state_path: Path | None
     ) -> dg.Definitions:
-        with built_once_for_the_process():
+        with ExitStack() as speedups:
+            if self.speedups:
+                speedups.enter_context(built_once_for_the_process())
             dbt_defs = super().build_defs_from_state(context, state_path)
-            sensors = self.automation_sensor.build(
-                folder_by_key=_top_folder_by_key(dbt_defs),
-                default_name=f"{self.dbt_project.name}_automation_sensor",
-            )
-            return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=sensors))
+        sensors = self.automation_sensor.build(
+            folder_by_key=_top_folder_by_key(dbt_defs),
+            default_name=f"{self.dbt_project.name}_automation_sensor",
+        )
+        return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=sensors))
 
     def write_state_to_path(self, state_path: Path) -> None:
-        # `dg check defs` and `dg dev` refresh this state after an edit: dagster-dbt's preparer
-        # would start `dbt --version` (2.5-4 s here), load dbt's adapter and macros here
-        # (1.5-2 s), then start `dbt parse`, which imports dbt again (1-1.5 s).
-        with collector_paused(), dbt_parse_in_this_process():
-            manager = self._project_manager
-            if not isinstance(manager, DbtProjectArgsManager):
-                super().write_state_to_path(state_path)
-                return
-            # dagster-dbt's `manager.prepare(state_path)`, with its copy brought up to date
-            # instead of made again (`project_snapshot.py`).
-            project = manager.get_project(None)
-            project.preparer.prepare(project)
-            mirror(Path(manager.args.project_dir), manager._local_project_dir(state_path))
-            state_path.touch()
+        if not (self.speedups and refresh_state(self, state_path)):
+            super().write_state_to_path(state_path)
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
         warehouse_file = duckdb_path(Path(dbt.project_dir))
@@ -301,9 +302,13 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         # dbt's in-process set-up (dagster-dbt uses it to read row counts) changes the process's
         # working directory to the dbt project; a long-lived process must get its own back.
         working_directory = os.getcwd()
-        skip_dbt_version_probe(dbt)
         try:
-            yield from dbt_events(dbt, self.get_cli_args(context), context, self.include_metadata)
+            if self.speedups:
+                skip_dbt_version_probe(dbt)
+                args = self.get_cli_args(context)
+                yield from dbt_events(dbt, args, context, self.include_metadata)
+            else:
+                yield from super().execute(context, dbt)
         finally:
             release_duckdb_file()
             os.chdir(working_directory)
@@ -373,98 +378,6 @@ def duckdb_path(project_dir: Path) -> Path | None:
     return project_dir / configured
 
 
-def skip_dbt_version_probe(dbt: DbtCliResource) -> None:
-    """Give the resource the version of this environment's dbt-core, so it does not ask.
-
-    Before every dbt command dagster-dbt runs `dbt --version` in a new process (about 4 s
-    here: it imports dbt) and caches the answer on the resource, but it builds a new resource
-    for every run, so every run pays. When the `dbt` it would run is this environment's own,
-    the answer is the installed dbt-core's version (uv.lock pins it), known without a process.
-    """
-    own_dbt = shutil.which("dbt", path=sysconfig.get_path("scripts"))
-    if own_dbt is not None and shutil.which(dbt.dbt_executable) == own_dbt:
-        dbt.__dict__["_cli_version"] = Version(importlib.metadata.version("dbt-core"))
-
-
-@contextmanager
-def dbt_parse_in_this_process() -> Iterator[None]:
-    """Inside the block, dagster-dbt's preparer runs `dbt parse` in this process, through dbt's
-    own Python entry point (`dbtRunner`), instead of in a new `dbt` process; and any other dbt
-    command it runs (`dbt deps`) is handed this environment's dbt version
-    (`skip_dbt_version_probe`) and loads no dbt adapter here.
-
-    A new `dbt parse` process imports dbt again (1-1.5 s here) after this one has imported it
-    with dagster-dbt, then parses only what changed; before it, dagster-dbt asks `dbt --version`
-    in another process and loads dbt's adapter and macros in this one, to fetch metadata of
-    models that a parse or `dbt deps` never builds.
-    """
-    prepare_manifest, cli = DagsterDbtProjectPreparer._prepare_manifest, DbtCliResource.cli
-
-    def cli_without_probes(resource: DbtCliResource, args, *rest, **kwargs):
-        skip_dbt_version_probe(resource)
-        load_no_adapter(resource)
-        return cli(resource, args, *rest, **kwargs)
-
-    DagsterDbtProjectPreparer._prepare_manifest = _parse_in_this_process
-    DbtCliResource.cli = cli_without_probes
-    try:
-        yield
-    finally:
-        DagsterDbtProjectPreparer._prepare_manifest, DbtCliResource.cli = prepare_manifest, cli
-
-
-def _parse_in_this_process(preparer: DagsterDbtProjectPreparer, project: DbtProject) -> None:
-    """`_prepare_manifest`, with the arguments and settings its `dbt` process gets as options."""
-    # dbt's commands: imported only by a process that parses
-    from dbt.adapters.factory import reset_adapters
-    from dbt.cli.main import dbtRunner
-
-    # As absolute paths: dbt reads a relative log path from the working directory, which is the
-    # project's only for dagster-dbt's `dbt` process.
-    target_path = str(project.project_dir.joinpath(project.target_path))
-    args = [
-        *preparer._prepare_project_cli_args,
-        *("--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)),
-        *("--target-path", target_path, "--log-path", target_path),
-        "--no-send-anonymous-usage-stats",
-        *(("--profile", project.profile) if project.profile else ()),
-        *(("--target", project.target) if project.target else ()),
-    ]
-    parsed = dbtRunner().invoke(args)
-    # dbt's adapter for the parse keeps the whole parsed manifest (300,000 objects at 5,000
-    # models) until dbt's next command; this process has no use for either.
-    reset_adapters()
-    if isinstance(parsed.exception, KeyboardInterrupt):
-        raise parsed.exception  # dbtRunner returns even an interrupt as a failed result
-    if not parsed.success:
-        raise DbtParseFailed(project.project_dir, parsed.exception)
-    preparer._invalidate_seeds_in_partial_parse(project)
-
-
-class DbtParseFailed(Exception):
-    """`dbt parse` failed while Dagster refreshed the component's state: dbt's own message,
-    which names the file."""
-
-    def __init__(self, project_dir: Path, error: BaseException | None):
-        super().__init__(f"dbt parse failed for the dbt project in {project_dir}:\n{error}")
-
-
-def release_duckdb_file() -> None:
-    """Close the DuckDB connection that fetching metadata left open in this process.
-
-    dagster-dbt reads row counts and column schemas through dbt's DuckDB adapter in the run's
-    own process, and the adapter keeps that connection (and DuckDB's file lock) for the life of
-    the process. In a long-lived process (in-process execution, tests) the next dbt run, a
-    separate process, would then fail with "Could not set lock on file".
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with DuckDBConnectionManager._LOCK:
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-            DuckDBConnectionManager._ENV = None
-
-
 def _top_folder_by_key(dbt_defs: dg.Definitions) -> dict[dg.AssetKey, str]:
     """Each dbt asset's top folder under its resource path, ordered by dbt's unique ids (the
     manifest's own order depends on the order dbt read the files in)."""
@@ -480,6 +393,15 @@ def _top_folder_by_key(dbt_defs: dg.Definitions) -> dict[dg.AssetKey, str]:
 
 def _is_within(folder: str, ancestor: str) -> bool:
     return folder == ancestor or folder.startswith(f"{ancestor}/")
+
+
+def _as_bool(value: bool | str, attribute: str) -> bool:
+    words = {"true": True, "false": False}
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() not in words:
+        _raise_if("must be true or false", attribute, value)
+    return words[str(value).strip().lower()]
 
 
 def _raise_if(reason: str | None, attribute: str, value: object) -> None:

@@ -9,12 +9,14 @@ from typing import Annotated, Literal
 import dagster as dg
 
 # Dagster's own "not finished" set: queued, not started, starting, started, suspended, canceling.
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from dagster.components.resolved.model import Resolver
 
 from dbt_automation_demo.automation import invalid_cron_reason, invalid_timezone_reason
 from dbt_automation_demo.components.custom_dbt_component import ComponentConfigError
+from dbt_automation_demo.internals.dagster_names import (
+    NOT_FINISHED_STATUSES,
+    AssetCheckExecutionRecordStatus,
+)
 
 COMPONENT = "SafeScheduledJobComponent"
 

@@ -1,0 +1,30 @@
+"""Names Dagster uses and does not export, which the pattern needs: read cron schedules as
+Dagster reads them, recognise an unfinished run or a failed check record, and point a replayed
+schedule at this process's code. Kept here so that a Dagster upgrade that moves one fails
+tests/test_internals_guard.py, naming it, and nothing else."""
+
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._utils.schedules import (
+    cron_string_iterator,
+    get_smallest_cron_interval,
+    is_valid_cron_schedule,
+)
+
+__all__ = [
+    "NOT_FINISHED_STATUSES",
+    "AssetCheckExecutionRecordStatus",
+    "InProcessCodeLocationOrigin",
+    "LoadableTargetOrigin",
+    "RemoteJobOrigin",
+    "RemoteRepositoryOrigin",
+    "cron_string_iterator",
+    "get_smallest_cron_interval",
+    "is_valid_cron_schedule",
+]
