@@ -1,0 +1,222 @@
+"""Each single-node condition computes exactly what the built-in composition it replaces does.
+
+For every pair in `automation.py` (`any_parent_updated`, `safe_to_run`, `running_at_last_tick`,
+`skipped_since_last_requested`: the single node with `speedups`, Dagster's built-ins without),
+Hypothesis drives one real instance through a random sequence of runs that start, end, fail
+part-way or fail a blocking check (dbt then skips what is below it), and of evaluations on a
+clock that crosses cron ticks. Each evaluation evaluates both sides, each with its own cursor,
+over the same instance, and their true subsets must be equal for every asset. A failure prints
+the sequence as a timeline.
+
+The graph: a dbt-like source `src` (external: Dagster never builds it) under `a`; `b`; `c` reads
+`a` and `b`; `d` reads `c`. `a` and `c` have blocking checks, as dbt's error-severity tests are.
+"""
+
+import itertools
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventType,
+    StepMaterializationData,
+)
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from dbt_automation_demo.automation import (
+    any_parent_updated,
+    running_at_last_tick,
+    safe_to_run,
+    skipped_since_last_requested,
+)
+
+CRON, TIMEZONE = "*/15 * * * *", "UTC"
+PARENTS = {"a": ["src"], "b": [], "c": ["a", "b"], "d": ["c"]}
+CHECKED = ("a", "c")
+ORDER = list(PARENTS)
+START = datetime(2031, 1, 6, 5, 50, tzinfo=UTC)
+ASSET_JOB = "__ASSET_JOB"
+# Random sequences per pair: `nox -s tests` runs a few, `nox -s stock` more.
+EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "25"))
+# The true subsets both sides agreed on, and how often: a pair that agrees only on "nothing"
+# (or only on "everything") proves nothing.
+SEEN: Counter = Counter()
+# A tmpfs where the machine has one: the same SQLite storage, without a disk sync per event.
+IN_MEMORY = "/dev/shm" if Path("/dev/shm").is_dir() else None
+MATERIALIZED = DagsterEventType.ASSET_MATERIALIZATION
+
+GATE = ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps_in_progress()
+PAIRS: dict[str, Callable[[bool], dg.AutomationCondition]] = {
+    "AnyParentUpdated": any_parent_updated,
+    "SafeToRun": safe_to_run,
+    "RunningAtLastTick": lambda speedups: running_at_last_tick(CRON, TIMEZONE, speedups),
+    "SkippedSinceLastRequested": skipped_since_last_requested,
+}
+
+
+def graph_with(condition: dg.AutomationCondition) -> dg.Definitions:
+    """The small graph, every asset automated by `condition` while neither it nor a parent is
+    running: so the condition is not always requested when true, and what it carries across
+    evaluations (a latch, a `since`) shows. Labelled, so that `&` keeps it one node."""
+    gated = condition.with_label("under test") & GATE
+    assets = [
+        dg.AssetSpec(
+            name,
+            deps=parents,
+            automation_condition=gated,
+            skippable=True,
+        )
+        for name, parents in PARENTS.items()
+    ]
+    checks = [dg.AssetCheckSpec("tested", asset=name, blocking=True) for name in CHECKED]
+
+    @dg.multi_asset(specs=assets, check_specs=checks, can_subset=True)
+    def graph():  # never executed: runs are recorded, not run
+        raise NotImplementedError
+
+    return dg.Definitions(assets=[graph, dg.AssetSpec("src")])
+
+
+TARGETS = st.sets(st.sampled_from(ORDER), min_size=1)
+FAILS_AT = st.integers(0, 5)  # the target that fails on its own (none when past the last)
+START_RUN = st.tuples(st.just("start"), TARGETS)
+END_RUN = st.tuples(st.just("end"), st.integers(0, 5), FAILS_AT, st.booleans())
+RUN_NOW = st.tuples(st.just("run_now"), TARGETS, FAILS_AT, st.booleans())
+TICK = st.tuples(st.just("tick"), st.sampled_from([1, 2, 7, 15, 31]))
+STEPS = st.lists(st.one_of(RUN_NOW, TICK, START_RUN, END_RUN), min_size=4, max_size=20)
+
+
+class Instance:
+    """One instance, the runs recorded as a launched run records them, and both sides'
+    evaluations with their own cursors."""
+
+    def __init__(self, instance: dg.DagsterInstance, pair: str):
+        self.instance, self.now = instance, START
+        self.defs = {speedups: graph_with(PAIRS[pair](speedups)) for speedups in (True, False)}
+        self.cursors: dict[bool, object] = {True: None, False: None}
+        self.open_runs: list[tuple[dg.DagsterRun, list[str]]] = []
+        self.numbers = itertools.count(1)
+        self.timeline: list[str] = []
+
+    def say(self, what: str) -> None:
+        self.timeline.append(f"{self.now:%H:%M}  {what}")
+        note(self.timeline[-1])
+
+    def start(self, targets: set[str]) -> None:
+        ordered = [name for name in ORDER if name in targets]
+        run = self.instance.add_run(
+            dg.DagsterRun(
+                job_name=ASSET_JOB,
+                status=dg.DagsterRunStatus.STARTED,
+                asset_selection=frozenset(dg.AssetKey(name) for name in ordered),
+            )
+        )
+        for name in ordered:
+            planned = AssetMaterializationPlannedData(dg.AssetKey(name))
+            self._report(run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned)
+        self.open_runs.append((run, ordered))
+        self.say(f"run {run.run_id[:4]} of {', '.join(ordered)} starts")
+
+    def run_now(self, targets: set[str], fails_at: int, fail_check: bool) -> None:
+        """A run that starts and ends between two evaluations."""
+        self.start(targets)
+        self.end(len(self.open_runs) - 1, fails_at, fail_check)
+
+    def end(self, which: int, fails_at: int, fail_check: bool) -> None:
+        """The run ends as `dbt build` would: the target at `fails_at` (if any) fails on its
+        own, what is below a failure in the run is skipped, and a checked asset's test fails
+        after it is built if `fail_check`."""
+        if not self.open_runs:
+            return
+        run, targets = self.open_runs.pop(which % len(self.open_runs))
+        built, failed = [], set()
+        for index, name in enumerate(targets):
+            if index == fails_at or set(PARENTS[name]) & failed:
+                failed.add(name)
+                continue
+            built.append(name)
+            materialization = dg.AssetMaterialization(asset_key=name)
+            self._report(run, MATERIALIZED, StepMaterializationData(materialization))
+            if fail_check and name in CHECKED and not failed:
+                failed.add(name)
+                evaluation = dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(name), check_name="tested", passed=False
+                )
+                self._report(run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation)
+        status = DagsterEventType.RUN_FAILURE if failed else DagsterEventType.RUN_SUCCESS
+        self._report(run, status)
+        self.say(
+            f"run {run.run_id[:4]} ends: built {', '.join(built) or 'nothing'}, "
+            f"failed or skipped {', '.join(sorted(failed)) or 'nothing'}"
+        )
+
+    def tick(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+        true = {}
+        for speedups, defs in self.defs.items():
+            result = dg.evaluate_automation_conditions(
+                defs=defs,
+                instance=self.instance,
+                evaluation_time=self.now,
+                cursor=self.cursors[speedups],
+            )
+            self.cursors[speedups] = result.cursor
+            # The condition's own result (the first child), and what was requested.
+            true[speedups] = {
+                (r.key.to_user_string(), which)
+                for r in result.results
+                for which, subset in (
+                    ("true", r.child_results[0].true_subset),
+                    ("requested", r.true_subset),
+                )
+                if not subset.is_empty
+            }
+        self.say(f"tick: single node {_listed(true[True])}; built-ins {_listed(true[False])}")
+        assert true[True] == true[False], "\n".join(self.timeline)
+        SEEN[frozenset(true[True])] += 1
+
+    def _report(self, run: dg.DagsterRun, event: DagsterEventType, data=None) -> None:
+        self.instance.report_dagster_event(
+            DagsterEvent(
+                event_type_value=event.value, job_name=run.job_name, event_specific_data=data
+            ),
+            run_id=run.run_id,
+        )
+
+
+def _listed(outcome: set[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {which}" for name, which in sorted(outcome)) or "nothing"
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_the_single_node_equals_the_builtin_composition(pair: str) -> None:
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(steps=STEPS)
+    def both_sides_agree(steps) -> None:
+        with (
+            tempfile.TemporaryDirectory(dir=IN_MEMORY) as home,
+            dg.instance_for_test(temp_dir=home) as instance,
+        ):
+            machine = Instance(instance, pair)
+            for step in steps:
+                getattr(machine, step[0])(*step[1:])
+            machine.tick(1)  # and once more after the last step
+
+    SEEN.clear()
+    both_sides_agree()
+    print(f"{pair}: {len(SEEN)} different outcomes in {sum(SEEN.values())} evaluations")
+    assert len(SEEN) >= 2, f"{pair}: too few different outcomes to compare: {dict(SEEN)}"
