@@ -94,7 +94,7 @@ def tests(session: nox.Session) -> None:
     # Two workers; a file's tests stay on one worker (the live tests share one dev server). The
     # random interleavings take minutes: `nox -s fuzz` runs them (CI with a fixed seed).
     session.run(
-        "pytest", "-n", "2", "--dist", "loadfile", "--durations=10", "-m", "not interleavings",
+        "pytest", "-n", "2", "--dist", "loadfile", "--durations=10", "-m", "not interleavings and not library",
         *session.posargs,
     )  # fmt: skip
 
@@ -175,6 +175,46 @@ def fuzz(session: nox.Session) -> None:
         f"--hypothesis-seed={args.seed}",
         env={"POLICY_FUZZ_EXAMPLES": str(args.examples)},
     )
+
+
+@nox.session(python=PYTHON, default=False)
+def library(session: nox.Session) -> None:
+    """The README's "Use it in your project", run as written: the wheel, a fresh Dagster
+    project with this lock's versions, `dg list components`, `dg scaffold defs`, `dg check defs`."""
+    install_locked(session)
+    session.run("pytest", "tests/test_library.py", "-m", "library", *session.posargs)
+
+
+# What `nox -s stock` runs with `speedups: false`: the automation scenarios (views, tables,
+# the test gate, the schedule) on SQLite and PostgreSQL, and the differential proof at length.
+STOCK_TESTS = (
+    "tests/test_automation_views.py",
+    "tests/test_automation_tables.py",
+    "tests/test_test_gate.py",
+    "tests/test_schedule.py",
+    "tests/test_differential.py",
+)
+STOCK_FUZZ = {"examples": 30, "seed": 20261130}
+
+
+@nox.session(python=PYTHON, default=False)
+def stock(session: nox.Session) -> None:
+    """The pattern without the speedups (`speedups: false`: stock dagster-dbt paths, Dagster's
+    built-in conditions): the automation scenarios, then a fixed-seed share of the random
+    interleavings. Pass pytest arguments after -- to run other tests so."""
+    install_locked(session)
+    session.env["DBT_AUTOMATION_SPEEDUPS"] = "false"
+    session.env["DIFFERENTIAL_EXAMPLES"] = "100"
+    session.run(
+        "pytest", "-n", "2", "--dist", "loadfile", "--durations=5",
+        *(session.posargs or STOCK_TESTS),
+    )  # fmt: skip
+    if not session.posargs:
+        session.run(
+            "pytest", "tests/test_policy_interleavings.py", "-s",
+            f"--hypothesis-seed={STOCK_FUZZ['seed']}",
+            env={"POLICY_FUZZ_EXAMPLES": str(STOCK_FUZZ["examples"])},
+        )  # fmt: skip
 
 
 @nox.session(python=PYTHON, default=False)

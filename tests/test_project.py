@@ -308,7 +308,7 @@ def test_dg_scaffold_defs_adds_a_second_dbt_project_with_its_own_policies_and_se
     "component, attributes",
     [
         (CUSTOM_DBT_COMPONENT, {"cli_args", "daily_cron", "cron_timezone", "cron_by_tag",
-                                "cron_by_path", "automation_sensor"}),
+                                "cron_by_path", "speedups", "automation_sensor"}),
         (SAFE_SCHEDULED_JOB_COMPONENT, {"job_name", "cron_schedule", "asset_selection",
                                         "skip_reason_prefix", "execution_timezone",
                                         "default_status"}),

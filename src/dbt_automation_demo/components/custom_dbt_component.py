@@ -156,8 +156,6 @@ def _sensor_name_part(folder: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", folder)
 
 
-# dagster_dbt.DbtProjectComponent, not imported by name: `dg list components` lists every
-# component class a registry module holds, and this module is one.
 @dataclass
 class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
     """A dbt project whose assets carry `dagster/materialization` and an automation policy.
