@@ -61,12 +61,22 @@ def mart_rows(duckdb_file: Path) -> dict[str, int]:
         }
 
 
+# The README and the pages it links to, whose marked blocks the tests run as written.
+DOCUMENTS = (REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")))
+
+
 def readme_block(name: str) -> str:
-    """The code block the README marks `<!-- name -->`: what a test runs or loads as written."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {name} -->\n```\w*\n(.*?)```\n<!-- /{name} -->", readme, re.S)
-    assert match, f"README has no {name} block"
-    return match.group(1)
+    """The code block the README or a docs/ page marks `<!-- name -->` (once, in one of them):
+    what a test runs or loads as written."""
+    found = [
+        match.group(1)
+        for document in DOCUMENTS
+        for match in re.finditer(
+            rf"<!-- {name} -->\n```\w*\n(.*?)```\n<!-- /{name} -->", document.read_text(), re.S
+        )
+    ]
+    assert len(found) == 1, f"{len(found)} blocks marked {name} in the README and docs/"
+    return found[0]
 
 
 def copy_dbt_project(

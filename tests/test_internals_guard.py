@@ -78,8 +78,7 @@ PRIVATE_NAMES = [
         "ParentFailed",
     ),
     Private(
-        "dagster._core.storage.asset_check_execution_record:"
-        "AssetCheckExecutionRecordStatus.FAILED",
+        "dagster._core.storage.asset_check_execution_record:AssetCheckExecutionRecordStatus.FAILED",
         "SafeScheduledJobComponent",
     ),
     Private("dagster._core.storage.dagster_run:NOT_FINISHED_STATUSES", "SafeScheduledJobComponent"),

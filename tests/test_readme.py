@@ -8,7 +8,7 @@ import dagster as dg
 from dbt_automation_demo import conditions
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from dbt_automation_demo.internals import conditions as internal_conditions
-from harness import ALL_ASSETS, REPO_ROOT, readme_block
+from harness import ALL_ASSETS, DOCUMENTS, REPO_ROOT, readme_block
 
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
 
@@ -56,7 +56,7 @@ def test_the_session_table_lists_every_nox_session_and_whether_nox_runs_it_by_de
 
 
 def test_the_readmes_policies_are_the_conditions_the_component_builds():
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "conditions.md").read_text()
     views = re.search(r"```python\n(# Views: refresh_on_change\(\)\n.*?)```", readme, re.S)
     daily = re.search(r"```python\n(# Everything else: refresh_daily\(.*?)```", readme, re.S)
     assert shape(from_readme(views.group(1))) == shape(refresh_on_change())
@@ -98,3 +98,30 @@ def shape(condition: dg.AutomationCondition) -> tuple:
         associative = kind in {"AndAutomationCondition", "OrAutomationCondition"}
         children.extend(child[1] if associative and child[0] == kind else [child])
     return (kind, tuple(children))
+
+
+def test_the_readme_is_a_landing_page_of_at_most_250_lines():
+    assert len((REPO_ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    broken = []
+    for document in DOCUMENTS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            if not linked.exists():
+                broken.append(f"{document.name}: {target} (no such file)")
+            elif anchor and anchor not in _anchors(linked):
+                broken.append(f"{document.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def _anchors(document) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file."""
+    if document.suffix != ".md":
+        return set()
+    headings = re.findall(r"^#+ (.+)$", document.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}

@@ -313,11 +313,10 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
 
 
 class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
-    """dagster-dbt's translator for the component, with the materialization tag and the
-    component's policy in each asset's spec from the start.
-
-    Overriding `get_asset_spec` and copying the spec with `replace_attributes` does the same,
-    but builds a second AssetSpec per node: about 12 % more time to build definitions.
+    """dagster-dbt's translator for the component: the materialization tag, the component's
+    policy and the compiled-SQL code version through dagster-dbt's own translator methods, and
+    the freshness policy (which has none) by copying each non-view spec once, memoized, because
+    dagster-dbt asks for a node's spec again for every child (docs/performance.md measures it).
     """
 
     _code_versions: CompiledSqlCodeVersions | None = None
