@@ -94,8 +94,8 @@ def tests(session: nox.Session) -> None:
     # Two workers; a file's tests stay on one worker (the live tests share one dev server). The
     # random interleavings take minutes: `nox -s fuzz` runs them (CI with a fixed seed).
     session.run(
-        "pytest", "-n", "2", "--dist", "loadfile", "--durations=10", "-m", "not interleavings and not library",
-        *session.posargs,
+        "pytest", "-n", "2", "--dist", "loadfile", "--durations=10",
+        "-m", "not interleavings and not library", *session.posargs,
     )  # fmt: skip
 
 

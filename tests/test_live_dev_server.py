@@ -7,6 +7,7 @@ regenerates the README's screenshots.
 """
 
 import datetime as dt
+import itertools
 import os
 import re
 import shutil
@@ -285,11 +286,15 @@ def skip_the_first_visit_dialog(page: Page) -> None:
     skip.wait_for(state="hidden")
 
 
-def unfold(page: Page, label: str) -> None:
-    """The node that names what holds an asset back is folded: unfold it, as a person clicks
-    its arrow."""
-    node = page.get_by_text(label, exact=True).first
-    node.locator("xpath=ancestor::*[4]").get_by_role("img", name="arrow_drop_down").click()
+def unfold(page: Page, *path: str) -> None:
+    """Unfold the nodes along `path` (labels, each a child of the one before), as a person
+    clicks their arrows: the nodes that name what holds an asset back are folded, and so may
+    be the nodes above them."""
+    for node, child in itertools.pairwise(path):
+        if not page.get_by_text(child).first.is_visible():
+            row = page.get_by_text(node).first.locator("xpath=ancestor::*[4]")
+            row.get_by_role("img", name="arrow_drop_down").first.click()
+        page.get_by_text(child).first.wait_for()
 
 
 def open_page(page: Page, url: str) -> None:
@@ -319,16 +324,19 @@ def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path)
         open_page(page, f"{server.url}/assets/stg_orders?view=automation")
         page.get_by_text(re.compile(r"\d:\d\d:\d\d [AP]M")).first.click(timeout=60_000)
         page.get_by_text("refresh on SQL change or parent update").first.wait_for(timeout=60_000)
-        unfold(page, "not running, no parent running or missing")
-        page.get_by_text("raw_orders: missing").first.wait_for()
+        unfold(page, "not running, no parent running or missing", "raw_orders: missing")
         page.screenshot(path=shots / "automation.png")
 
         hold_the_marts_back(server)
         open_page(page, f"{server.url}/assets/customer_orders?view=automation")
         page.get_by_text(re.compile(r"\d:\d\d:\d\d [AP]M")).first.click(timeout=60_000)
         page.get_by_text("no parent's blocking check failed").first.wait_for(timeout=60_000)
-        unfold(page, "parent's blocking check failed, or its last run")
-        page.get_by_text(f"stg_orders: blocking check {STATUS_TEST} failed").first.wait_for()
+        unfold(
+            page,
+            "no parent's blocking check failed",
+            "parent's blocking check failed, or its last run",
+            f"stg_orders: blocking check {STATUS_TEST} failed",
+        )
         page.screenshot(path=shots / "test_gate.png")
         browser.close()
     for shot in ("lineage.png", "automation.png", "test_gate.png"):
