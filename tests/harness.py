@@ -11,6 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventType,
+)
 
 from dbt_automation_demo import replay
 from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tests)
@@ -50,6 +55,37 @@ EDGES = {  # (parent, child): the designed lineage
 # `ready()` leaves the ticker two evaluations, a minute apart, after the clock it was given.
 TICK = timedelta(minutes=1)
 TICKS_IN_READY = 2
+
+
+# The implicit asset job, whose runs the recorded runs stand for.
+ASSET_JOB = "__ASSET_JOB"
+
+
+def report_event(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, event: DagsterEventType, data=None
+) -> None:
+    """An event of the run, recorded in the instance as the run's own process records it."""
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=event.value, job_name=run.job_name, event_specific_data=data),
+        run_id=run.run_id,
+    )
+
+
+def start_recorded_run(instance: dg.DagsterInstance, targets: list[str]) -> dg.DagsterRun:
+    """A run of the asset job for `targets`, recorded as a launched one is: its asset selection
+    (what `any_deps_updated()` reads) and its planned materializations (what `in_progress()`
+    reads), without running anything."""
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name=ASSET_JOB,
+            status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset(dg.AssetKey(name) for name in targets),
+        )
+    )
+    for name in targets:
+        planned = AssetMaterializationPlannedData(dg.AssetKey(name))
+        report_event(instance, run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned)
+    return run
 
 
 def mart_rows(duckdb_file: Path) -> dict[str, int]:

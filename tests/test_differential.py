@@ -23,8 +23,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import (
-    AssetMaterializationPlannedData,
-    DagsterEvent,
     DagsterEventType,
     StepMaterializationData,
 )
@@ -38,13 +36,13 @@ from dbt_automation_demo.automation import (
     safe_to_run,
     skipped_since_last_requested,
 )
+from harness import report_event, start_recorded_run
 
 CRON, TIMEZONE = "*/15 * * * *", "UTC"
 PARENTS = {"a": ["src"], "b": [], "c": ["a", "b"], "d": ["c"]}
 CHECKED = ("a", "c")
 ORDER = list(PARENTS)
 START = datetime(2031, 1, 6, 5, 50, tzinfo=UTC)
-ASSET_JOB = "__ASSET_JOB"
 # Random sequences per pair: `nox -s tests` runs a few, `nox -s stock` more.
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "25"))
 # The true subsets both sides agreed on, and how often: a pair that agrees only on "nothing"
@@ -114,16 +112,7 @@ class Instance:
 
     def start(self, targets: set[str]) -> None:
         ordered = [name for name in ORDER if name in targets]
-        run = self.instance.add_run(
-            dg.DagsterRun(
-                job_name=ASSET_JOB,
-                status=dg.DagsterRunStatus.STARTED,
-                asset_selection=frozenset(dg.AssetKey(name) for name in ordered),
-            )
-        )
-        for name in ordered:
-            planned = AssetMaterializationPlannedData(dg.AssetKey(name))
-            self._report(run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned)
+        run = start_recorded_run(self.instance, ordered)
         self.open_runs.append((run, ordered))
         self.say(f"run {run.run_id[:4]} of {', '.join(ordered)} starts")
 
@@ -146,15 +135,17 @@ class Instance:
                 continue
             built.append(name)
             materialization = dg.AssetMaterialization(asset_key=name)
-            self._report(run, MATERIALIZED, StepMaterializationData(materialization))
+            report_event(self.instance, run, MATERIALIZED, StepMaterializationData(materialization))
             if fail_check and name in CHECKED and not failed:
                 failed.add(name)
                 evaluation = dg.AssetCheckEvaluation(
                     asset_key=dg.AssetKey(name), check_name="tested", passed=False
                 )
-                self._report(run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation)
+                report_event(
+                    self.instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation
+                )
         status = DagsterEventType.RUN_FAILURE if failed else DagsterEventType.RUN_SUCCESS
-        self._report(run, status)
+        report_event(self.instance, run, status)
         self.say(
             f"run {run.run_id[:4]} ends: built {', '.join(built) or 'nothing'}, "
             f"failed or skipped {', '.join(sorted(failed)) or 'nothing'}"
@@ -184,14 +175,6 @@ class Instance:
         self.say(f"tick: single node {_listed(true[True])}; built-ins {_listed(true[False])}")
         assert true[True] == true[False], "\n".join(self.timeline)
         SEEN[frozenset(true[True])] += 1
-
-    def _report(self, run: dg.DagsterRun, event: DagsterEventType, data=None) -> None:
-        self.instance.report_dagster_event(
-            DagsterEvent(
-                event_type_value=event.value, job_name=run.job_name, event_specific_data=data
-            ),
-            run_id=run.run_id,
-        )
 
 
 def _listed(outcome: set[tuple[str, str]]) -> str:

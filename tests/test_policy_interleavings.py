@@ -35,8 +35,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import (
-    AssetMaterializationPlannedData,
-    DagsterEvent,
     DagsterEventType,
     StepMaterializationData,
 )
@@ -60,6 +58,8 @@ from harness import (
     copy_dbt_project,
     materialize,
     parse,
+    report_event,
+    start_recorded_run,
 )
 
 # CI: a fixed seed and a budget that fits `nox -s tests`; `nox -s fuzz` sets both.
@@ -85,7 +85,6 @@ SHORT_STEPS = [
 ]
 LONG_STEPS = [timedelta(hours=3), timedelta(hours=20)]
 OPEN_RUNS_AT_MOST = 2
-ASSET_JOB = "__ASSET_JOB"
 TALLY: Counter[str] = Counter()  # over all the sequences of one test
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # The edits that change other models' compiled SQL: the shipped macro, and an ephemeral model
@@ -182,13 +181,6 @@ def first_blocking_check(defs: dg.Definitions, name: str) -> dg.AssetCheckKey | 
     return min(blocking, default=None)
 
 
-def report(instance: dg.DagsterInstance, run: dg.DagsterRun, event: DagsterEventType, data=None):
-    instance.report_dagster_event(
-        DagsterEvent(event_type_value=event.value, job_name=run.job_name, event_specific_data=data),
-        run_id=run.run_id,
-    )
-
-
 class PolicyInterleavings(RuleBasedStateMachine):
     """One sequence: a fresh instance, the shipped project, and the model beside them."""
 
@@ -263,16 +255,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
         """A run of the asset job for `targets`, recorded as a launched one is: its asset
         selection (what `any_deps_updated()` reads) and its planned materializations (what
         `in_progress()` reads)."""
-        run = self.instance.add_run(
-            dg.DagsterRun(
-                job_name=ASSET_JOB,
-                status=dg.DagsterRunStatus.STARTED,
-                asset_selection=frozenset(dg.AssetKey(name) for name in targets),
-            )
-        )
-        for name in targets:
-            data = AssetMaterializationPlannedData(dg.AssetKey(name))
-            report(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, data)
+        run = start_recorded_run(self.instance, targets)
         label = f"run {next(self.run_numbers)}"
         self.model.run_started(run.run_id, targets)
         return label, run
@@ -282,15 +265,17 @@ class PolicyInterleavings(RuleBasedStateMachine):
     ) -> None:
         for name in built:
             data = StepMaterializationData(dg.AssetMaterialization(asset_key=name))
-            report(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
+            report_event(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
             if name == failed_test:
                 check = first_blocking_check(self.defs, name)
                 evaluation = dg.AssetCheckEvaluation(
                     asset_key=check.asset_key, check_name=check.name, passed=False
                 )
-                report(self.instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation)
+                report_event(
+                    self.instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation
+                )
         status = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
-        report(self.instance, run, status)
+        report_event(self.instance, run, status)
         self.model.run_ended(run.run_id, built, failed_tests=[failed_test] if failed_test else [])
 
     def run_now(self, targets: list[str], built_before_failing: int | None, who: str) -> None:
