@@ -7,7 +7,9 @@ import argparse
 import glob
 import os
 import random
+import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -17,6 +19,9 @@ PYTHON = (ROOT / ".python-version").read_text().strip()
 DAGSTER_HOME = ROOT / "dagster_home"
 DUCKDB_PATH = ROOT / "analytics_dbt" / "data" / "analytics.duckdb"
 LOCAL_DEFS_STATE = ROOT / "src" / "dbt_automation_demo" / "defs" / ".local_defs_state"
+COMPOSE = ROOT / "deploy" / "compose"
+DEPLOY_IMAGE = "dbt-automation-demo:deploy"  # docker-compose.yaml's default DAGSTER_IMAGE
+DEPLOYMENT_LABEL = "dbt-automation-demo/deployment=compose"  # on every run's container
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["lint", "check", "tests"]
@@ -63,23 +68,37 @@ def check(session: nox.Session) -> None:
     session.run("dg", "check", "defs")
 
 
+# What `nox -s tests` needs from the system, and how to install each on Debian/Ubuntu and macOS.
+POSTGRES_SERVER = (
+    "a PostgreSQL server (initdb, pg_ctl), which the tests start on loopback\n"
+    "    Debian/Ubuntu: sudo apt-get install postgresql\n"
+    "    macOS: brew install postgresql@16, then put it on PATH (it is keg-only):\n"
+    '           export PATH="$(brew --prefix postgresql@16)/bin:$PATH"'
+)
+CHROMIUM = (
+    "Chromium or Chrome, for the browser test (CHROMIUM names it; now {chromium})\n"
+    "    Debian/Ubuntu: sudo apt-get install chromium\n"
+    "    macOS: brew install --cask google-chrome, then\n"
+    '           export CHROMIUM="/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"'
+)
+CURL = (
+    "curl, which a README command the tests run uses\n"
+    "    Debian/Ubuntu: sudo apt-get install curl\n"
+    "    macOS: brew install curl (macOS ships one in /usr/bin)"
+)
+
+
 def missing_test_prerequisites(
     path: str | None = None,
     postgres_servers: str = "/usr/lib/postgresql/*/bin/pg_ctl",
     chromium: str = os.environ.get("CHROMIUM", "/usr/bin/chromium"),  # as the browser test
 ) -> list[str]:
     """The system programs `nox -s tests` needs that this machine lacks, each with how to
-    install it (Nix is optional: the two tests that use it are skipped without it)."""
+    install it (Nix is optional: the tests that use it are skipped without it)."""
     needed = {
-        "a PostgreSQL server (initdb, pg_ctl): `sudo apt-get install postgresql` on "
-        "Debian/Ubuntu, `brew install postgresql@16` on macOS": glob.glob(postgres_servers)
-        or shutil.which("pg_ctl", path=path),
-        f"Chromium, for the browser test (set CHROMIUM to its path if it is not {chromium}): "
-        "`sudo apt-get install chromium` on Debian/Ubuntu, `brew install --cask chromium` on "
-        "macOS": shutil.which(chromium, path=path),
-        "curl, which a README command the tests run uses: `sudo apt-get install curl`": (
-            shutil.which("curl", path=path)
-        ),
+        POSTGRES_SERVER: glob.glob(postgres_servers) or shutil.which("pg_ctl", path=path),
+        CHROMIUM.format(chromium=chromium): shutil.which(chromium, path=path),
+        CURL: shutil.which("curl", path=path),
     }
     return [what for what, found in needed.items() if not found]
 
@@ -148,6 +167,53 @@ def reset(session: nox.Session) -> None:
             continue
         session.log(f"removing {entry.relative_to(ROOT)}")
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+@nox.session(name="deploy-up", python=False, default=False)
+def deploy_up(session: nox.Session) -> None:
+    """The team deployment (deploy/compose): build the image, start PostgreSQL, the code server,
+    the webserver on http://127.0.0.1:3000 and the daemon; every run is its own container."""
+    if session.posargs:
+        session.error(f"nox -s deploy-up takes no arguments, not {session.posargs}")
+    session.run("docker", "build", "--network=host", "--tag", DEPLOY_IMAGE, str(ROOT),
+                env={"DOCKER_BUILDKIT": "1"}, external=True)  # fmt: skip
+    compose(session, "up", "--detach")
+
+
+@nox.session(name="deploy-down", python=False, default=False)
+def deploy_down(session: nox.Session) -> None:
+    """Stop and remove the deployment's containers, the runs' too; `-- --volumes` also deletes
+    the instance database and the warehouse."""
+    if session.posargs not in ([], ["--volumes"]):
+        session.error(f"nox -s deploy-down takes --volumes or nothing, not {session.posargs}")
+    # The runs' containers first: they hold the warehouse volume, which `down --volumes` removes.
+    runs = subprocess.run(
+        ["docker", "ps", "--all", "--quiet", "--filter", f"label={DEPLOYMENT_LABEL}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    if runs:
+        session.run("docker", "rm", "--force", *runs, external=True, silent=True)
+    compose(session, "down", *session.posargs)
+
+
+def compose(session: nox.Session, *args: str) -> None:
+    """docker-compose (Debian's 1.29, or Docker's plugin) on deploy/compose/docker-compose.yaml."""
+    command = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+    session.run(*command, "--project-name", "dbt-automation-demo",
+                "--file", str(COMPOSE / "docker-compose.yaml"), *args,
+                env=deployment_secrets(), external=True)  # fmt: skip
+
+
+def deployment_secrets() -> dict[str, str]:
+    """DAGSTER_PG_PASSWORD: the environment's, or one made at random on the first deploy-up and
+    kept in deploy/compose/.env (gitignored), where docker-compose also finds it."""
+    if "DAGSTER_PG_PASSWORD" in os.environ:
+        return {}
+    kept = COMPOSE / ".env"
+    if not kept.exists():
+        kept.touch(mode=0o600)
+        kept.write_text(f"DAGSTER_PG_PASSWORD={secrets.token_urlsafe(24)}\n")
+    return dict(line.split("=", 1) for line in kept.read_text().split())
 
 
 @nox.session(python=PYTHON, default=False)

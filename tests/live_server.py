@@ -1,6 +1,7 @@
 """The dev server as a person starts it (`nox -s dev`), in a copy of the project, and a client."""
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from harness import project_env
 
@@ -102,26 +105,23 @@ def graphql(url: str, query: str, timeout: float = 30, **variables: Any) -> dict
 
 def processes_under(folder: Path) -> dict[int, tuple[int, str]]:
     """Pid -> (parent pid, command line) of live processes whose working directory is `folder`
-    or below."""
+    or below (psutil: the same on Linux and macOS)."""
     found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cwd = Path(os.readlink(proc / "cwd"))
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state, parent = state_and_parent(int(proc.name))
-        except OSError:
-            continue
-        if state != "Z" and (cwd == folder or folder in cwd.parents):
-            found[int(proc.name)] = (parent, cmdline)
+    for process in psutil.process_iter(["ppid", "cwd", "cmdline", "status"]):
+        cwd, cmdline = process.info["cwd"], process.info["cmdline"]
+        if cwd is None or cmdline is None or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue  # gone, a zombie, or not ours to read
+        if Path(cwd) == folder or folder in Path(cwd).parents:
+            found[process.pid] = (process.info["ppid"], " ".join(cmdline))
     return found
 
 
-def state_and_parent(pid: int) -> tuple[str, int]:
-    """A process's state letter (Z: a zombie) and parent pid, from /proc; OSError once gone."""
-    state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-    return state, int(parent)
+def is_running(pid: int) -> bool:
+    """The process exists and is not a zombie (ended, waiting for its parent to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @dataclass(frozen=True)
@@ -204,3 +204,109 @@ def kill_leftovers(folder: Path) -> None:
     for pid in processes_under(folder):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# The automation sensor and the hourly schedule of a served project, through GraphQL.
+RUN_SECONDS = 180
+INSTIGATORS = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    name location { name }
+    sensors { name sensorState { status } }
+    schedules { name scheduleState { status } }
+} } } }
+"""
+SENSOR_TICKS = """
+query Ticks($location: String!, $repository: String!) {
+  sensorOrError(sensorSelector: {repositoryLocationName: $location, repositoryName: $repository,
+                                 sensorName: "analytics_automation_sensor"}) {
+    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status } } }
+  }
+}
+"""
+SCHEDULE_STATE = """
+query State($location: String!, $repository: String!) {
+  scheduleOrError(scheduleSelector: {repositoryLocationName: $location,
+      repositoryName: $repository, scheduleName: "hourly_dbt_tables_job_schedule"}) {
+    ... on Schedule { scheduleState { id } }
+  }
+}
+"""
+STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
+# The clock ticks these tests must not cross: the daily cron (the sensor would request every
+# seed and table) within a server's life, and the hourly schedule before the tests stop it.
+DAILY_TICK_UTC = dt.time(6, 0)
+SERVER_LIFE = dt.timedelta(minutes=15)
+UNTIL_THE_SCHEDULE_IS_STOPPED = dt.timedelta(minutes=2)
+
+
+def wait_until_clear_of_clock_ticks() -> None:
+    """Start a server only where its life cannot span the daily tick, nor its first minutes the
+    top of an hour (the schedule's tick); most of the time this waits for nothing."""
+    now = dt.datetime.now(dt.UTC)
+    daily = dt.datetime.combine(now.date(), DAILY_TICK_UTC, tzinfo=dt.UTC)
+    daily += dt.timedelta(days=1) if daily <= now else dt.timedelta()
+    hourly = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    for tick, clear in ((daily, SERVER_LIFE), (hourly, UNTIL_THE_SCHEDULE_IS_STOPPED)):
+        if tick - now < clear:
+            print(f"waiting for the {tick:%H:%M} UTC tick to pass")
+            time.sleep((tick - now).total_seconds() + 30)
+            return
+
+
+def stop_the_hourly_schedule(server: DevServer) -> None:
+    """Pin the clock: from here on only the sensor and the tests launch runs."""
+    repo = repository(server)
+    state = server.graphql(
+        SCHEDULE_STATE, location=repo["location"]["name"], repository=repo["name"]
+    )["scheduleOrError"]["scheduleState"]
+    server.graphql(STOP_SCHEDULE, id=state["id"])
+
+
+def wait_for_sensor_ticks(server: DevServer, count: int, since: float) -> None:
+    wait_for(
+        f"{count} sensor ticks",
+        lambda: sensor_ticks_since(server, since) >= count,
+        RUN_SECONDS,
+        every=SENSOR_INTERVAL_SECONDS,
+    )
+
+
+def sensor_ticks_since(server: DevServer, since: float) -> int:
+    repo = repository(server)
+    ticks = server.graphql(
+        SENSOR_TICKS, location=repo["location"]["name"], repository=repo["name"]
+    )["sensorOrError"]["sensorState"]["ticks"]
+    return sum(tick["timestamp"] > since for tick in ticks if tick["status"] != "STARTED")
+
+
+def repository(server: DevServer) -> dict:
+    (repo,) = server.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
+    return repo
+
+
+def finished(server: DevServer, run_id: str) -> str | None:
+    (run,) = [run for run in runs(server) if run["runId"] == run_id]
+    return run["status"] if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"} else None
+
+
+def automation_runs(server: DevServer) -> list[dict]:
+    return [run for run in runs(server) if launched_by_automation(run)]
+
+
+def new_automation_runs(server: DevServer, before: int) -> list[dict]:
+    found = automation_runs(server)  # newest first
+    return found[: len(found) - before]
+
+
+def expect_one_automation_run_of(server: DevServer, before: int, assets: set[str]) -> None:
+    """Exactly one new automation run, of exactly `assets`; it succeeds; nothing follows it."""
+    (run,) = wait_for(
+        "the automation sensor to launch a run",
+        lambda: new_automation_runs(server, before),
+        RUN_SECONDS,
+    )
+    assert asset_names(run) == assets
+    status = wait_for("the run to finish", lambda: finished(server, run["runId"]), RUN_SECONDS)
+    assert status == "SUCCESS"
+    wait_for_sensor_ticks(server, 3, since=time.time())  # and nothing else follows
+    assert [asset_names(later) for later in new_automation_runs(server, before)] == [assets]

@@ -20,6 +20,7 @@ DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 HELM_VALUES = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())
 LOCAL_INSTANCE_CONFIG = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
 PROFILES = (REPO_ROOT / "analytics_dbt" / "profiles.yml").read_text()
+COMPOSE = REPO_ROOT / "deploy" / "compose"
 
 
 def dbt(project_dir, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -83,6 +84,37 @@ def test_deploy_instance_config_is_postgres_with_a_run_queue_and_the_local_pool_
     # The connection, password included, comes only from the environment.
     config = yaml.safe_load(DEPLOY_INSTANCE_CONFIG.read_text())
     assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+
+
+def test_compose_instance_config_is_the_deploy_config_plus_the_docker_run_launcher(
+    tmp_path, postgres_url, monkeypatch
+):
+    deploy = yaml.safe_load(DEPLOY_INSTANCE_CONFIG.read_text())
+    compose = yaml.safe_load((COMPOSE / "dagster.yaml").read_text())
+    assert {key: value for key, value in compose.items() if key != "run_launcher"} == deploy
+    launcher = compose["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
+    # Each run joins the compose network and mounts the compose file's warehouse volume, where
+    # DBT_DUCKDB_PATH points; deploy-down finds the runs' containers by the label.
+    services = yaml.safe_load((COMPOSE / "docker-compose.yaml").read_text())
+    assert launcher["config"]["network"] == services["networks"]["default"]["name"]
+    (volume,) = launcher["config"]["container_kwargs"]["volumes"]
+    assert volume == f"{services['volumes']['warehouse']['name']}:/warehouse"
+    environment = services["services"]["daemon"]["environment"]
+    assert environment["DBT_DUCKDB_PATH"] == "/warehouse/analytics.duckdb"
+    assert set(launcher["config"]["env_vars"]) == {"DAGSTER_PG_URL", "DBT_DUCKDB_PATH"}
+    noxfile = (REPO_ROOT / "noxfile.py").read_text()
+    (label,) = launcher["config"]["container_kwargs"]["labels"].items()
+    assert f'DEPLOYMENT_LABEL = "{label[0]}={label[1]}"' in noxfile
+    # And Dagster loads it: PostgreSQL, the Docker launcher, monitoring that fails dead runs.
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((COMPOSE / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_launcher).__name__ == "DockerRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_max_resume_run_attempts == 0
 
 
 def test_image_installs_the_lock_with_the_readme_uv_and_the_project_python():

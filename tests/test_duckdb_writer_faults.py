@@ -22,11 +22,11 @@ import pytest
 from harness import ALL_ASSETS, WHOLE_MARTS, copy_dagster_project, mart_rows, readme_block
 from live_server import (
     DevServer,
+    is_running,
     kill_leftovers,
     launch_run,
     run_processes,
     runs,
-    state_and_parent,
     wait_for,
 )
 
@@ -222,13 +222,6 @@ def dbt_log(project: Path, run_id: str) -> str:
     """What dbt has logged so far in `run_id` (dagster-dbt gives each run a target folder)."""
     logs = list(project.glob(f"**/target/analytics_dbt-{run_id[:7]}-*/dbt.log"))
     return "".join(log.read_text() for log in logs)
-
-
-def is_running(pid: int) -> bool:
-    try:
-        return state_and_parent(pid)[0] != "Z"
-    except OSError:
-        return False
 
 
 def materialized_by(server: DevServer, run_id: str) -> set[str]:

@@ -13,7 +13,7 @@ import nox
 import pytest
 import yaml
 
-from harness import REPO_ROOT
+from harness import REPO_ROOT, readme_block
 
 PYTHON = (REPO_ROOT / ".python-version").read_text().strip()
 DEVCONTAINER = json5.loads((REPO_ROOT / ".devcontainer" / "devcontainer.json").read_text())
@@ -46,8 +46,16 @@ def nox_sessions() -> dict[str, object]:
 
 
 def readme_bootstrap() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    return re.search(r"<!-- quick-start -->\n```bash\n(.*?)\n", readme).group(1)
+    """The quick start's first line: the two tools, pinned, in a venv of their own (.tools)."""
+    return readme_block("quick-start").splitlines()[0]
+
+
+def nox_runs(text: str) -> set[tuple[str, str]]:
+    """Each session a `nox -s ...` line runs, with its arguments after `--`."""
+    runs = set()
+    for sessions, arguments in re.findall(r"\bnox -s ([\w -]+?)(?: -- (.*))?$", text, re.MULTILINE):
+        runs |= {(session, arguments.strip()) for session in sessions.split()}
+    return runs
 
 
 def test_one_python_version_everywhere():
@@ -55,7 +63,11 @@ def test_one_python_version_everywhere():
     major_minor = PYTHON.replace(".", "")
     assert pyproject["project"]["requires-python"] == f"=={PYTHON}.*"
     sessions = nox_sessions()
-    assert {name for name, python in sessions.items() if python is False} == {"reset"}
+    assert {name for name, python in sessions.items() if python is False} == {
+        "reset",
+        "deploy-up",
+        "deploy-down",
+    }
     assert {python for python in sessions.values() if python is not False} == {PYTHON}
     assert f"python = pkgs.python{major_minor};" in FLAKE
     assert f'UV_PYTHON = "${{python}}/bin/python{PYTHON}";' in FLAKE
@@ -77,8 +89,16 @@ def test_devcontainer_validates_against_its_schema():
 
 
 def test_devcontainer_first_start_is_the_readme_bootstrap_with_the_same_defaults():
+    assert readme_block("quick-start").splitlines()[1] == 'export PATH="$PWD/.tools/bin:$PATH"'
     assert DEVCONTAINER["postCreateCommand"] == (
-        f"{readme_bootstrap()} && python3 -m uv sync --frozen --group dev"
+        f"{readme_bootstrap()} && .tools/bin/uv sync --frozen --group dev"
+    )
+    assert DEVCONTAINER["remoteEnv"] == {
+        "PATH": "${containerWorkspaceFolder}/.tools/bin:${containerEnv:PATH}"
+    }
+    # What `nox -s tests` checks for first, installed when the container is created.
+    assert DEVCONTAINER["onCreateCommand"].endswith(
+        "apt-get install -y --no-install-recommends postgresql chromium curl libatomic1"
     )
     assert DEVCONTAINER["containerEnv"] == {
         "DAGSTER_HOME": "${containerWorkspaceFolder}/dagster_home",
@@ -96,7 +116,48 @@ def test_every_door_installs_from_the_lock_frozen():
     noxfile = (REPO_ROOT / "noxfile.py").read_text()
     assert '"uv",\n        "sync",\n        "--frozen",' in noxfile
     assert "uv sync --frozen --group dev" in FLAKE
-    assert WORKFLOW.count(readme_bootstrap()) == 1  # the devcontainer and nix jobs use nox too
+    # The nox and container jobs bootstrap as the README does; the nix job uses the flake's nox.
+    assert WORKFLOW.count(readme_bootstrap()) == 2
+
+
+def test_workflow_validates_against_githubs_schema():
+    checked = subprocess.run(
+        ["check-jsonschema", "--builtin-schema", "vendor.github-workflows",
+         REPO_ROOT / ".github" / "workflows" / "ci.yml"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_workflow_runs_the_sessions_ci_run_runs():
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text()
+    assert nox_runs(WORKFLOW) == nox_runs(ci_run)
+    assert ("container", "") in nox_runs(WORKFLOW)
+
+
+def test_workflow_takes_every_version_from_the_repositorys_own_files():
+    jobs = yaml.safe_load(WORKFLOW)["jobs"]
+    pythons = [
+        step["with"]
+        for job in jobs.values()
+        for step in job["steps"]
+        if step.get("uses", "").startswith("actions/setup-python@")
+    ]
+    assert pythons == [{"python-version-file": ".python-version"}] * 2
+    # The devcontainer CLI only through `nox -s container` (npm ci on containers/package.json).
+    assert "@devcontainers/cli" not in WORKFLOW
+    cli = json.loads((REPO_ROOT / "containers" / "package.json").read_text())["dependencies"]
+    lock = json.loads((REPO_ROOT / "containers" / "package-lock.json").read_text())
+    assert (
+        lock["packages"]["node_modules/@devcontainers/cli"]["version"]
+        == (cli["@devcontainers/cli"])
+    )
+    # uv and nox: the README's pins; the lock-check hook runs the same uv.
+    pins = dict(re.findall(r'"(uv|nox)==([\d.]+)"', readme_bootstrap()))
+    hooks = yaml.safe_load((REPO_ROOT / ".pre-commit-config.yaml").read_text())
+    (uv_hook,) = [h for r in hooks["repos"] for h in r["hooks"] if h["id"] == "uv-lock"]
+    assert uv_hook["additional_dependencies"] == [f"uv=={pins['uv']}"]
+    assert set(pins) == {"uv", "nox"}
 
 
 def test_flake_parses():
@@ -171,14 +232,51 @@ def test_pre_commit_hooks_use_the_locked_versions_of_locked_tools():
 def test_tests_session_names_each_missing_system_prerequisite_and_how_to_install_it(tmp_path):
     noxfile = load_noxfile()
     nothing = str(tmp_path)  # a PATH with no programs, and no PostgreSQL server folder
-    missing = noxfile.missing_test_prerequisites(
+    postgres, chromium, curl = noxfile.missing_test_prerequisites(
         path=nothing, postgres_servers=f"{nothing}/*", chromium=f"{nothing}/chromium"
     )
-    assert [what.split(" ", 2)[:2] for what in missing] == [
-        ["a", "PostgreSQL"],
-        ["Chromium,", "for"],
-        ["curl,", "which"],
-    ]
-    assert all("apt-get install" in what for what in missing)
-    assert all("brew install" in what for what in missing[:2])
+    assert install_lines(postgres) == {
+        "Debian/Ubuntu": "sudo apt-get install postgresql",
+        "macOS": "brew install postgresql@16, then put it on PATH (it is keg-only):",
+    }
+    assert postgres.splitlines()[-1].strip() == (
+        'export PATH="$(brew --prefix postgresql@16)/bin:$PATH"'
+    )
+    assert install_lines(chromium) == {
+        "Debian/Ubuntu": "sudo apt-get install chromium",
+        "macOS": "brew install --cask google-chrome, then",
+    }
+    assert f"now {nothing}/chromium" in chromium.splitlines()[0]
+    assert chromium.splitlines()[-1].strip() == (
+        'export CHROMIUM="/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"'
+    )
+    assert install_lines(curl) == {
+        "Debian/Ubuntu": "sudo apt-get install curl",
+        "macOS": "brew install curl (macOS ships one in /usr/bin)",
+    }
     assert noxfile.missing_test_prerequisites() == []  # this machine has them (CI installs them)
+
+
+def test_nox_tests_stops_first_and_says_what_is_missing():
+    require("nox")
+    stopped = subprocess.run(
+        ["nox", "-s", "tests"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "CHROMIUM": "/nowhere/chromium"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stopped.returncode != 0
+    assert "nox -s tests needs:\n- Chromium or Chrome, for the browser test" in stopped.stderr
+    assert "sudo apt-get install chromium" in stopped.stderr
+    assert "pytest" not in stopped.stderr  # stopped before the suite
+
+
+def install_lines(message: str) -> dict[str, str]:
+    """`Debian/Ubuntu: ...` and `macOS: ...` lines of a prerequisite's message."""
+    return dict(
+        line.strip().split(": ", 1)
+        for line in message.splitlines()[1:]
+        if line.strip().startswith(("Debian/Ubuntu:", "macOS:"))
+    )

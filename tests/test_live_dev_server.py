@@ -6,7 +6,6 @@ talks to the server only as a user or a client would. Run just these with
 regenerates the README's screenshots.
 """
 
-import datetime as dt
 import itertools
 import os
 import re
@@ -28,21 +27,25 @@ from harness import (
 )
 from live_server import (
     READY_SECONDS,
-    SENSOR_INTERVAL_SECONDS,
+    RUN_SECONDS,
     DevServer,
-    asset_names,
+    automation_runs,
+    expect_one_automation_run_of,
+    finished,
     kill_leftovers,
     launch_run,
-    launched_by_automation,
+    repository,
     runs,
+    stop_the_hourly_schedule,
     wait_for,
+    wait_for_sensor_ticks,
+    wait_until_clear_of_clock_ticks,
 )
 
 pytestmark = pytest.mark.live
 # The first two steps run on both instance storages; the rest do not depend on storage.
 SQLITE_ONLY = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
-RUN_SECONDS = 180
 STATUS_TEST = (
     "accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned"
 )
@@ -57,36 +60,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ASSETS = "{ assetNodes { assetKey { path } tags { key value } automationCondition { label } } }"
-INSTIGATORS = """
-{ repositoriesOrError { ... on RepositoryConnection { nodes {
-    name location { name }
-    sensors { name sensorState { status } }
-    schedules { name scheduleState { status } }
-} } } }
-"""
-SENSOR_TICKS = """
-query Ticks($location: String!, $repository: String!) {
-  sensorOrError(sensorSelector: {repositoryLocationName: $location, repositoryName: $repository,
-                                 sensorName: "analytics_automation_sensor"}) {
-    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status } } }
-  }
-}
-"""
-SCHEDULE_STATE = """
-query State($location: String!, $repository: String!) {
-  scheduleOrError(scheduleSelector: {repositoryLocationName: $location,
-      repositoryName: $repository, scheduleName: "hourly_dbt_tables_job_schedule"}) {
-    ... on Schedule { scheduleState { id } }
-  }
-}
-"""
-STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
 MATERIALIZED = "{ assetNodes { assetMaterializations(limit: 1) { runId } } }"
-# The clock ticks these tests must not cross: the daily cron (the sensor would request every
-# seed and table) within a server's life, and the hourly schedule before the tests stop it.
-DAILY_TICK_UTC = dt.time(6, 0)
-SERVER_LIFE = dt.timedelta(minutes=15)
-UNTIL_THE_SCHEDULE_IS_STOPPED = dt.timedelta(minutes=2)
 RELOAD = """
 mutation Reload($location: String!) {
   reloadRepositoryLocation(repositoryLocationName: $location) {
@@ -121,79 +95,6 @@ def server(request, tmp_path_factory):
         kill_leftovers(project)
         if database:
             postgres.drop_database(database)
-
-
-def wait_until_clear_of_clock_ticks() -> None:
-    """Start a server only where its life cannot span the daily tick, nor its first minutes the
-    top of an hour (the schedule's tick); most of the time this waits for nothing."""
-    now = dt.datetime.now(dt.UTC)
-    daily = dt.datetime.combine(now.date(), DAILY_TICK_UTC, tzinfo=dt.UTC)
-    daily += dt.timedelta(days=1) if daily <= now else dt.timedelta()
-    hourly = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
-    for tick, clear in ((daily, SERVER_LIFE), (hourly, UNTIL_THE_SCHEDULE_IS_STOPPED)):
-        if tick - now < clear:
-            print(f"waiting for the {tick:%H:%M} UTC tick to pass")
-            time.sleep((tick - now).total_seconds() + 30)
-            return
-
-
-def stop_the_hourly_schedule(server: DevServer) -> None:
-    """Pin the clock: from here on only the sensor and the tests launch runs."""
-    repo = repository(server)
-    state = server.graphql(
-        SCHEDULE_STATE, location=repo["location"]["name"], repository=repo["name"]
-    )["scheduleOrError"]["scheduleState"]
-    server.graphql(STOP_SCHEDULE, id=state["id"])
-
-
-def wait_for_sensor_ticks(server: DevServer, count: int, since: float) -> None:
-    wait_for(
-        f"{count} sensor ticks",
-        lambda: sensor_ticks_since(server, since) >= count,
-        RUN_SECONDS,
-        every=SENSOR_INTERVAL_SECONDS,
-    )
-
-
-def sensor_ticks_since(server: DevServer, since: float) -> int:
-    repo = repository(server)
-    ticks = server.graphql(
-        SENSOR_TICKS, location=repo["location"]["name"], repository=repo["name"]
-    )["sensorOrError"]["sensorState"]["ticks"]
-    return sum(tick["timestamp"] > since for tick in ticks if tick["status"] != "STARTED")
-
-
-def repository(server: DevServer) -> dict:
-    (repo,) = server.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
-    return repo
-
-
-def finished(server: DevServer, run_id: str) -> str | None:
-    (run,) = [run for run in runs(server) if run["runId"] == run_id]
-    return run["status"] if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"} else None
-
-
-def automation_runs(server: DevServer) -> list[dict]:
-    return [run for run in runs(server) if launched_by_automation(run)]
-
-
-def new_automation_runs(server: DevServer, before: int) -> list[dict]:
-    found = automation_runs(server)  # newest first
-    return found[: len(found) - before]
-
-
-def expect_one_automation_run_of(server: DevServer, before: int, assets: set[str]) -> None:
-    """Exactly one new automation run, of exactly `assets`; it succeeds; nothing follows it."""
-    (run,) = wait_for(
-        "the automation sensor to launch a run",
-        lambda: new_automation_runs(server, before),
-        RUN_SECONDS,
-    )
-    assert asset_names(run) == assets
-    status = wait_for("the run to finish", lambda: finished(server, run["runId"]), RUN_SECONDS)
-    assert status == "SUCCESS"
-    wait_for_sensor_ticks(server, 3, since=time.time())  # and nothing else follows
-    assert [asset_names(later) for later in new_automation_runs(server, before)] == [assets]
 
 
 def test_server_shows_the_seven_assets_tagged_and_labelled_and_automation_running(server):
