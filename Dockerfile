@@ -14,7 +14,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY . /app
 # A deployed code server never parses dbt: the manifest and the component's state are built
 # here, once (dg needs the dev group), and then the dev group is removed again. The deploy
-# group adds dagster-k8s, which run pods started by the K8sRunLauncher need.
+# group adds the webserver and dagster-docker (deploy/compose runs every process from this
+# image) and dagster-k8s (run pods started by the K8sRunLauncher).
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --group dev --group deploy \
     && .venv/bin/dg utils refresh-defs-state \
