@@ -22,7 +22,7 @@ import pytest
 import yaml
 from docker_harness import base_images, checkout_copy, docker
 
-from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows
+from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows, readme_block
 from live_server import (
     SENSOR_INTERVAL_SECONDS,
     automation_runs,
@@ -63,6 +63,16 @@ query Run($runId: ID!) { runOrError(runId: $runId) { ... on Run {
 """
 
 
+def documented_commands() -> tuple[list[str], list[str]]:
+    """The production page's two commands (docs/production.md), as this test runs them."""
+    up, down = (line.split("#")[0].split() for line in readme_block("deploy").splitlines())
+    assert (up, down) == (["nox", "-s", "deploy-up"], ["nox", "-s", "deploy-down"])
+    return up[1:], down[1:]
+
+
+UP, DOWN = documented_commands()
+
+
 @dataclass
 class Deployment:
     checkout: Path
@@ -100,11 +110,11 @@ def deployment(docker_engine, tmp_path_factory) -> Iterator[Deployment]:
     deployment = Deployment(checkout, env)
     wait_until_clear_of_clock_ticks()
     try:
-        up = deployment.nox("-s", "deploy-up")
+        up = deployment.nox(*UP)
         assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-5000:]
         yield deployment
     finally:
-        deployment.nox("-s", "deploy-down", "--", "--volumes")
+        deployment.nox(*DOWN, "--", "--volumes")
 
 
 def port_is_free(port: int) -> bool:
@@ -257,12 +267,12 @@ def test_a_run_container_killed_mid_build_fails_and_the_queued_run_then_builds_i
 
 
 def test_deploy_down_leaves_no_container_running_and_keeps_the_data_unless_asked(deployment):
-    down = deployment.nox("-s", "deploy-down")
+    down = deployment.nox(*DOWN)
     assert down.returncode == 0, down.stdout[-5000:] + down.stderr[-5000:]
     assert service_containers() == {}
     assert run_containers() == []
     volumes = {"dbt-automation-demo-postgresql", "dbt-automation-demo-warehouse"}
     assert volumes <= set(docker("volume", "ls", "--quiet").stdout.split())
-    down = deployment.nox("-s", "deploy-down", "--", "--volumes")
+    down = deployment.nox(*DOWN, "--", "--volumes")
     assert down.returncode == 0, down.stdout[-5000:] + down.stderr[-5000:]
     assert not volumes & set(docker("volume", "ls", "--quiet").stdout.split())

@@ -148,3 +148,16 @@ def test_image_and_helm_values_serve_the_projects_entry_module_and_variables():
 def test_image_leaves_out_generated_state(path):
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert any(path in pattern for pattern in ignored)
+
+
+def test_every_test_the_deploy_page_names_exists():
+    page = (REPO_ROOT / "deploy" / "README.md").read_text()
+    named = set(re.findall(r"`(test_\w+)`", page))
+    defined = {
+        name
+        for folder in ("tests", "containers")
+        for source in (REPO_ROOT / folder).glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", source.read_text(), flags=re.MULTILINE)
+    }
+    assert len(named) >= 5
+    assert named <= defined, named - defined
