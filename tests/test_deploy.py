@@ -161,3 +161,18 @@ def test_every_test_the_deploy_page_names_exists():
     }
     assert len(named) >= 5
     assert named <= defined, named - defined
+
+
+def test_deploy_up_keeps_one_random_database_password_unless_one_is_given(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
+    noxfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noxfile)
+    monkeypatch.setattr(noxfile, "COMPOSE", tmp_path)
+    monkeypatch.delenv("DAGSTER_PG_PASSWORD", raising=False)
+    first = noxfile.deployment_secrets()
+    assert set(first) == {"DAGSTER_PG_PASSWORD"} and len(first["DAGSTER_PG_PASSWORD"]) >= 32
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600  # readable by its owner only
+    assert noxfile.deployment_secrets() == first  # the same database on every later deploy-up
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "given")
+    assert noxfile.deployment_secrets() == {}  # docker-compose reads the environment's
+    assert "deploy/compose/.env" in (REPO_ROOT / ".gitignore").read_text().splitlines()
