@@ -24,6 +24,7 @@ from docker_harness import base_images, checkout_copy, docker
 
 from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows, readme_block
 from live_server import (
+    INSTIGATORS,
     SENSOR_INTERVAL_SECONDS,
     automation_runs,
     expect_one_automation_run_of,
@@ -50,11 +51,6 @@ POLL_SECONDS = yaml.safe_load((COMPOSE / "dagster.yaml").read_text())["run_monit
     "poll_interval_seconds"
 ]
 NEXT_RUN_STARTS_WITHIN = POLL_SECONDS + 30
-INSTIGATORS = """
-{ repositoriesOrError { ... on RepositoryConnection { nodes {
-    sensors { name sensorState { status } } schedules { name scheduleState { status } }
-} } } }
-"""
 RUN = """
 query Run($runId: ID!) { runOrError(runId: $runId) { ... on Run {
     status tags { key value } assetMaterializations { assetKey { path } }
@@ -135,16 +131,13 @@ def service_containers() -> dict[str, tuple[str, str]]:
         "ps", "--all", "--filter", f"label=com.docker.compose.project={PROJECT}",
         "--format", '{{.Label "com.docker.compose.service"}} {{.Image}} {{.State}}',
     )  # fmt: skip
-    return {
-        name: (image, state)
-        for name, image, state in map(str.split, listed.stdout.split("\n")[:-1])
-    }
+    rows = map(str.split, listed.stdout.splitlines())
+    return {name: (image, state) for name, image, state in rows}
 
 
-def run_containers(*, running_only: bool = False) -> list[str]:
-    listed = docker("ps", *([] if running_only else ["--all"]), "--quiet",
-                    "--filter", f"label={RUN_LABEL}")  # fmt: skip
-    return listed.stdout.split()
+def run_containers() -> list[str]:
+    """The short ids of the runs' containers, running or not."""
+    return docker("ps", "--all", "--quiet", "--filter", f"label={RUN_LABEL}").stdout.split()
 
 
 def inspect(container: str, template: str) -> str:
@@ -202,12 +195,9 @@ def test_a_seed_run_makes_the_daemons_sensor_launch_one_run_of_its_view_in_a_new
     expect_one_automation_run_of(deployment, 0, {"stg_customers"})
     (view_run,) = automation_runs(deployment)
     containers = [container_of(deployment, run["runId"]) for run in (view_run, {"runId": seed_run})]
-    services = {
-        inspect(name, "{{.Id}}")
-        for name in docker(
-            "ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}"
-        ).stdout.split()
-    }
+    services = docker(
+        "ps", "--quiet", "--no-trunc", "--filter", f"label=com.docker.compose.project={PROJECT}"
+    ).stdout.split()  # full ids, as the runs' docker/container_id tags
     for container in containers:  # each run: a container of its own, of the image, exited 0
         assert container and container not in services
         assert inspect(container, "{{.Config.Image}} {{.State.Status}} {{.State.ExitCode}}") == (

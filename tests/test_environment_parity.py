@@ -78,14 +78,16 @@ def test_one_python_version_everywhere():
     assert "python-version-file: .python-version" in WORKFLOW
 
 
-def test_devcontainer_validates_against_its_schema():
-    checked = subprocess.run(
-        ["check-jsonschema", "--force-filetype", "json5", "--schemafile",
-         REPO_ROOT / "schemas" / "devContainer.base.schema.json",
-         REPO_ROOT / ".devcontainer" / "devcontainer.json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+def check_jsonschema(*arguments: object) -> None:
+    """check-jsonschema (the pre-commit hooks' validator) passes on the arguments' file."""
+    checked = subprocess.run(["check-jsonschema", *arguments], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_devcontainer_validates_against_its_schema():
+    check_jsonschema("--force-filetype", "json5",
+                     "--schemafile", REPO_ROOT / "schemas" / "devContainer.base.schema.json",
+                     REPO_ROOT / ".devcontainer" / "devcontainer.json")  # fmt: skip
 
 
 def test_devcontainer_first_start_is_the_readme_bootstrap_with_the_same_defaults():
@@ -121,12 +123,8 @@ def test_every_door_installs_from_the_lock_frozen():
 
 
 def test_workflow_validates_against_githubs_schema():
-    checked = subprocess.run(
-        ["check-jsonschema", "--builtin-schema", "vendor.github-workflows",
-         REPO_ROOT / ".github" / "workflows" / "ci.yml"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    check_jsonschema("--builtin-schema", "vendor.github-workflows",
+                     REPO_ROOT / ".github" / "workflows" / "ci.yml")  # fmt: skip
 
 
 def test_workflow_runs_the_sessions_ci_run_runs():
