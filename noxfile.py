@@ -120,9 +120,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def container(session: nox.Session) -> None:
-    """The Codespaces door in a real container (`devcontainer up`, then `nox -s check`, `demo`
-    and `dev` inside) and the production image built and served (needs a Docker engine,
-    mmdebstrap and Node.js)."""
+    """Real containers: the quick start on Debian 12's own Python, the Codespaces door
+    (`devcontainer up`, then `nox -s check`, `demo`, `dev` and the live tests inside), the
+    production image served, and the team deployment (`deploy-up`, `deploy-down`). Needs a
+    Docker engine, Docker Compose, mmdebstrap and Node.js."""
     install_locked(session)
     session.run("npm", "ci", "--prefix", "containers", "--no-audit", "--no-fund", external=True)
     session.run("pytest", "containers", "--durations=0", *session.posargs)

@@ -154,7 +154,7 @@ def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
 
 RUNS = """
 { runsOrError { ... on Runs { results {
-    runId status tags { key value } assetSelection { path }
+    runId status creationTime tags { key value } assetSelection { path }
 } } } }
 """
 
@@ -219,7 +219,7 @@ SENSOR_TICKS = """
 query Ticks($location: String!, $repository: String!) {
   sensorOrError(sensorSelector: {repositoryLocationName: $location, repositoryName: $repository,
                                  sensorName: "analytics_automation_sensor"}) {
-    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status } } }
+    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status runIds } } }
   }
 }
 """
@@ -272,11 +272,43 @@ def wait_for_sensor_ticks(server: DevServer, count: int, since: float) -> None:
 
 
 def sensor_ticks_since(server: DevServer, since: float) -> int:
-    repo = repository(server)
-    ticks = server.graphql(
-        SENSOR_TICKS, location=repo["location"]["name"], repository=repo["name"]
-    )["sensorOrError"]["sensorState"]["ticks"]
+    ticks = sensor_ticks(server)
     return sum(tick["timestamp"] > since for tick in ticks if tick["status"] != "STARTED")
+
+
+def sensor_ticks(server: DevServer) -> list[dict]:
+    """The automation sensor's last 20 ticks, newest first."""
+    repo = repository(server)
+    return server.graphql(SENSOR_TICKS, location=repo["location"]["name"], repository=repo["name"])[
+        "sensorOrError"
+    ]["sensorState"]["ticks"]
+
+
+def launched_by(run: dict[str, Any]) -> str:
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    if launched_by_automation(run):
+        return "automation"
+    if "dagster/schedule_name" in tags:
+        return f"schedule {tags['dagster/schedule_name']}"
+    return "by hand"
+
+
+def timeline(server: DevServer) -> str:
+    """Every run and the sensor's last ticks in time order, for a failure's message: when,
+    who (automation, the schedule, by hand), what it built, and how it ended."""
+
+    rows = [
+        (run["creationTime"], f"run {run['runId'][:8]} {launched_by(run)} "
+                              f"{sorted(asset_names(run))} {run['status']}")
+        for run in runs(server)
+    ] + [
+        (tick["timestamp"], f"sensor tick {tick['status']} "
+                            f"launched {[run_id[:8] for run_id in tick['runIds']]}")
+        for tick in sensor_ticks(server)
+    ]  # fmt: skip
+    return "\n".join(
+        f"{dt.datetime.fromtimestamp(when, dt.UTC):%H:%M:%S}  {what}" for when, what in sorted(rows)
+    )
 
 
 def repository(server: DevServer) -> dict:
@@ -300,13 +332,15 @@ def new_automation_runs(server: DevServer, before: int) -> list[dict]:
 
 def expect_one_automation_run_of(server: DevServer, before: int, assets: set[str]) -> None:
     """Exactly one new automation run, of exactly `assets`; it succeeds; nothing follows it."""
-    (run,) = wait_for(
+    launched = wait_for(
         "the automation sensor to launch a run",
         lambda: new_automation_runs(server, before),
         RUN_SECONDS,
     )
-    assert asset_names(run) == assets
-    status = wait_for("the run to finish", lambda: finished(server, run["runId"]), RUN_SECONDS)
-    assert status == "SUCCESS"
+    assert [asset_names(run) for run in launched] == [assets], timeline(server)
+    status = wait_for("the run to finish", lambda: finished(server, launched[0]["runId"]),
+                      RUN_SECONDS)  # fmt: skip
+    assert status == "SUCCESS", timeline(server)
     wait_for_sensor_ticks(server, 3, since=time.time())  # and nothing else follows
-    assert [asset_names(later) for later in new_automation_runs(server, before)] == [assets]
+    found = [asset_names(later) for later in new_automation_runs(server, before)]
+    assert found == [assets], timeline(server)
