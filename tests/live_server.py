@@ -219,7 +219,7 @@ SENSOR_TICKS = """
 query Ticks($location: String!, $repository: String!) {
   sensorOrError(sensorSelector: {repositoryLocationName: $location, repositoryName: $repository,
                                  sensorName: "analytics_automation_sensor"}) {
-    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status runIds } } }
+    ... on Sensor { sensorState { ticks(limit: 20) { timestamp status runIds error { message } } } }
   }
 }
 """
@@ -303,7 +303,8 @@ def timeline(server: DevServer) -> str:
         for run in runs(server)
     ] + [
         (tick["timestamp"], f"sensor tick {tick['status']} "
-                            f"launched {[run_id[:8] for run_id in tick['runIds']]}")
+                            f"launched {[run_id[:8] for run_id in tick['runIds']]}"
+                            + (f": {tick['error']['message'].strip()}" if tick["error"] else ""))
         for tick in sensor_ticks(server)
     ]  # fmt: skip
     return "\n".join(
