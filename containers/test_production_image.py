@@ -76,8 +76,8 @@ def image(docker_engine, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def deployment(image, tmp_path_factory) -> Iterator[Deployment]:
-    """The image's code server (its own CMD), and `dagster dev` on the host loading it over
-    gRPC; both stopped however the tests end."""
+    """The image's code server (its own CMD), and, once it serves, `dagster dev` on the host
+    loading it over gRPC; both stopped however the tests end."""
     shared = tmp_path_factory.mktemp("deployment")
     (shared / "dagster_home").mkdir()
     (shared / "dagster_home" / "dagster.yaml").write_text(
@@ -94,6 +94,17 @@ def deployment(image, tmp_path_factory) -> Iterator[Deployment]:
     )
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
+    try:
+        # The webserver and the daemon start once the code is served, as the Helm chart's
+        # readiness probe and the compose file's health check order them: a daemon that loads
+        # the workspace first keeps the load error for a minute and fails the runs it dequeues.
+        wait_for("the image's code server to serve", code_server_serves, READY_SECONDS, every=2)
+        yield from dagster_dev_on_the_host(shared)
+    finally:
+        subprocess.run([DOCKER, "rm", "--force", container], check=True, capture_output=True)
+
+
+def dagster_dev_on_the_host(shared: Path) -> Iterator[Deployment]:
     port = free_port()
     with (shared / "dagster-dev.log").open("w") as log:
         host = subprocess.Popen(
@@ -109,7 +120,15 @@ def deployment(image, tmp_path_factory) -> Iterator[Deployment]:
     finally:
         os.killpg(host.pid, signal.SIGTERM)
         host.wait(timeout=120)
-        subprocess.run([DOCKER, "rm", "--force", container], check=True, capture_output=True)
+
+
+def code_server_serves() -> bool:
+    health = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check",
+         "--port", str(CODE_SERVER_PORT)],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    return health.returncode == 0
 
 
 def loaded(deployment: Deployment) -> list | None:
@@ -145,5 +164,5 @@ def test_a_run_launched_against_the_image_succeeds_and_builds_the_warehouse(depl
         RUN_SECONDS,
         every=2,
     )
-    assert status == "SUCCESS"
+    assert status == "SUCCESS", (deployment.shared / "dagster-dev.log").read_text()[-5000:]
     assert mart_rows(deployment.shared / "warehouse" / "analytics.duckdb") == WHOLE_MARTS

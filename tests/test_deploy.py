@@ -117,6 +117,20 @@ def test_compose_instance_config_is_the_deploy_config_plus_the_docker_run_launch
         assert instance.run_monitoring_max_resume_run_attempts == 0
 
 
+def test_compose_starts_the_webserver_and_daemon_once_the_code_server_serves():
+    """A daemon that loads the workspace before the code server serves it keeps the load error
+    until its next refresh (a minute) and fails every run it dequeues meanwhile."""
+    services = yaml.safe_load((COMPOSE / "docker-compose.yaml").read_text())["services"]
+    for waiting in ("webserver", "daemon"):
+        assert services[waiting]["depends_on"]["user_code"] == {"condition": "service_healthy"}
+    (location,) = yaml.safe_load((COMPOSE / "workspace.yaml").read_text())["load_from"]
+    served_port = int(re.search(r'"--port", "(\d+)"', DOCKERFILE).group(1))
+    assert location["grpc_server"]["port"] == served_port
+    assert services["user_code"]["healthcheck"]["test"] == [
+        "CMD", "dagster", "api", "grpc-health-check", "--port", str(served_port),
+    ]  # fmt: skip
+
+
 def test_image_installs_the_lock_with_the_readme_uv_and_the_project_python():
     uv_version = re.search(r'"uv==([\d.]+)"', (REPO_ROOT / "README.md").read_text()).group(1)
     python = (REPO_ROOT / ".python-version").read_text().strip()
