@@ -95,9 +95,9 @@ def deployment(image, tmp_path_factory) -> Iterator[Deployment]:
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
     try:
-        # The webserver and the daemon start once the code is served, as the Helm chart's
-        # readiness probe and the compose file's health check order them: a daemon that loads
-        # the workspace first keeps the load error for a minute and fails the runs it dequeues.
+        # The webserver and the daemon start once the code is served, as the compose file's
+        # health check orders them: a daemon that loads the workspace first keeps the load error
+        # for a minute and fails the runs it dequeues.
         wait_for("the image's code server to serve", code_server_serves, READY_SECONDS, every=2)
         yield from dagster_dev_on_the_host(shared)
     finally:

@@ -296,7 +296,6 @@ def launched_by(run: dict[str, Any]) -> str:
 def timeline(server: DevServer) -> str:
     """Every run and the sensor's last ticks in time order, for a failure's message: when,
     who (automation, the schedule, by hand), what it built, and how it ended."""
-
     rows = [
         (run["creationTime"], f"run {run['runId'][:8]} {launched_by(run)} "
                               f"{sorted(asset_names(run))} {run['status']}")
