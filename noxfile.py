@@ -103,6 +103,13 @@ def missing_test_prerequisites(
     return [what for what, found in needed.items() if not found]
 
 
+# Four workers on two cores: a third of the suite waits (dev servers, sensor ticks, run queues),
+# and meanwhile the others compute. A file's tests on one instance storage stay on one worker, in
+# order (conftest.py): they share one dev server, or the worker's built instance; the files that
+# wait most start first. docs/ci-time.md has the profile.
+PARALLEL = ("-n", "4", "--dist", "loadscope", "--no-loadscope-reorder", "--durations=10")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (real Dagster, dbt and DuckDB); pass pytest arguments after --."""
@@ -110,12 +117,8 @@ def tests(session: nox.Session) -> None:
     if missing:
         session.error("nox -s tests needs:\n" + "\n".join(f"- {what}" for what in missing))
     install_locked(session)
-    # Two workers; a file's tests stay on one worker (the live tests share one dev server). The
-    # random interleavings take minutes: `nox -s fuzz` runs them (CI with a fixed seed).
-    session.run(
-        "pytest", "-n", "2", "--dist", "loadfile", "--durations=10",
-        "-m", "not interleavings and not library", *session.posargs,
-    )  # fmt: skip
+    # The random interleavings take minutes: `nox -s fuzz` runs them (CI with a fixed seed).
+    session.run("pytest", *PARALLEL, "-m", "not interleavings and not library", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -252,13 +255,21 @@ def library(session: nox.Session) -> None:
     session.run("pytest", "tests/test_library.py", "-m", "library", *session.posargs)
 
 
-# What `nox -s stock` runs with `speedups: false`: the automation scenarios (views, tables,
-# the test gate, the schedule) on SQLite and PostgreSQL, and the differential proof at length.
+# What `nox -s stock` runs with `speedups: false`: every scenario module of the behaviour table
+# (views, tables, the test gate, code versions, tags and selection, sensors, the schedule, the
+# PostgreSQL outage), on SQLite, and the differential proof at length. The scenarios run on both
+# storages in `nox -s tests`, with the speedups; what the switch changes (Dagster's built-in
+# conditions, dagster-dbt's stock paths) reads and writes the instance through Dagster's own
+# storage API alike on both (docs/guarantees.md).
 STOCK_TESTS = (
     "tests/test_automation_views.py",
     "tests/test_automation_tables.py",
     "tests/test_test_gate.py",
+    "tests/test_code_versions.py",
+    "tests/test_tags_and_selection.py",
+    "tests/test_sensor_splitting.py",
     "tests/test_schedule.py",
+    "tests/test_postgres_outage.py",
     "tests/test_differential.py",
 )
 STOCK_FUZZ = {"examples": 30, "seed": 20261130}
@@ -267,14 +278,13 @@ STOCK_FUZZ = {"examples": 30, "seed": 20261130}
 @nox.session(python=PYTHON, default=False)
 def stock(session: nox.Session) -> None:
     """The pattern without the speedups (`speedups: false`: stock dagster-dbt paths, Dagster's
-    built-in conditions): the automation scenarios, then a fixed-seed share of the random
+    built-in conditions): the scenario modules on SQLite, then a fixed-seed share of the random
     interleavings. Pass pytest arguments after -- to run other tests so."""
     install_locked(session)
     session.env["DBT_AUTOMATION_SPEEDUPS"] = "false"
     session.env["DIFFERENTIAL_EXAMPLES"] = "100"
     session.run(
-        "pytest", "-n", "2", "--dist", "loadfile", "--durations=5",
-        *(session.posargs or STOCK_TESTS),
+        "pytest", *PARALLEL, *(session.posargs or ("--storage", "sqlite", *STOCK_TESTS)),
     )  # fmt: skip
     if not session.posargs:
         session.run(

@@ -1,4 +1,4 @@
-"""`nox -s bench [-- --quick] [--json PATH]`: the measurements, a table, and optionally JSON.
+"""`nox -s bench [-- --quick | --smoke] [--json PATH]`: the measurements, a table, optionally JSON.
 
 Exits non-zero when a measurement fails or a figure is missing; a missed target is reported,
 not failed (the figures are for reading, on whatever machine this runs).
@@ -19,6 +19,7 @@ import dagster as dg
 
 from bench.daemon import DAEMON_SETTINGS, daemon_cadence
 from bench.measure import (
+    SENSOR_INTERVAL_SECONDS,
     SENSOR_LAYOUTS,
     Comparison,
     automation_tick,
@@ -42,6 +43,10 @@ TARGETS = {
 SPLITTING_SIZES = (1000, 5000)
 # A real daemon runs the sensors for this long, at the largest size of 1,000 models or more.
 DAEMON_SECONDS, DAEMON_SECONDS_QUICK = 150, 90
+# `--smoke` (CI): every kind of figure computed once, as cheaply as it can be: 100 models, the
+# sensor layouts and the daemon at that size too, the daemon's sensors every 5 s for 30 s.
+SMOKE = {"sizes": (100,), "splitting_sizes": (100,), "daemon_size": 100,
+         "daemon_seconds": 30, "daemon_interval": 5, "repeat": 1}  # fmt: skip
 VERSIONED_PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb")
 
 
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     # dagster-dbt gives every asset a code reference built from beta classes, and the warning
     # comes again for every asset of every build: 116,000 lines at 5,000 models, on both sides.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    plan = _plan(args)
+    sizes = plan["sizes"]
     started = time.perf_counter()
     figures: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="bench-projects-") as scratch:
@@ -60,39 +66,58 @@ def main(argv: list[str] | None = None) -> int:
             parse_seconds = _timed_parse(project_dir)
             _progress(f"{models} models: generated and parsed ({parse_seconds:.1f} s)")
             for measure in (definitions_build, automation_tick, dev_loop):
-                figures.append(measure(project_dir, models, args.repeat))
+                figures.append(measure(project_dir, models, plan["repeat"]))
                 _progress(_row(figures[-1]))
             figures[-1].details["full_dbt_parse_seconds"] = parse_seconds
-            if models in SPLITTING_SIZES:
-                for figure in splitting(project_dir, models, args.repeat):
+            if models in plan["splitting_sizes"]:
+                for figure in splitting(project_dir, models, plan["repeat"]):
                     figures.append(figure)
                     _progress(_row(figure))
-            if models == _daemon_size(sizes):
-                seconds = DAEMON_SECONDS_QUICK if args.quick else DAEMON_SECONDS
-                for figure in daemon_cadence(project_dir, models, seconds):
+            if models == plan["daemon_size"]:
+                cadence = daemon_cadence(
+                    project_dir, models, plan["daemon_seconds"], plan["daemon_interval"]
+                )
+                for figure in cadence:
                     figures.append(figure)
                     _progress(_row(figure))
-    figures.append(orchestration(args.repeat))
+    figures.append(orchestration(plan["repeat"]))
     _progress(_row(figures[-1]))
 
-    report = _report(figures, sizes, args, time.perf_counter() - started)
+    report = _report(figures, plan, args, time.perf_counter() - started)
     if args.json:  # first: a figure measured is never lost to the table below
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(report))
-    missing = _missing_figures(report, sizes)
+    missing = _missing_figures(report)
     if missing:
         print(f"missing figures: {missing}", file=sys.stderr)
         return 1
     return 0
 
 
-def _daemon_size(sizes) -> int | None:
-    return max((models for models in sizes if models >= 1000), default=None)
+def _plan(args: argparse.Namespace) -> dict:
+    """What to measure: the sizes, where the sensor layouts and the daemon are measured, for
+    how long, and how many repetitions per side."""
+    if args.smoke:
+        return dict(SMOKE)
+    sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
+    return {
+        "sizes": sizes,
+        "splitting_sizes": tuple(models for models in sizes if models in SPLITTING_SIZES),
+        "daemon_size": max((models for models in sizes if models >= 1000), default=None),
+        "daemon_seconds": DAEMON_SECONDS_QUICK if args.quick else DAEMON_SECONDS,
+        "daemon_interval": SENSOR_INTERVAL_SECONDS,
+        "repeat": args.repeat,
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the 100 and 1,000 sizes only")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every kind of figure once, at 100 models (CI: proves each can be computed)",
+    )
     parser.add_argument("--sizes", type=int, nargs="+", help="model counts (overrides --quick)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per side (median)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated projects")
@@ -106,9 +131,10 @@ def _timed_parse(project_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def _report(figures: list[Comparison], sizes, args, seconds: float) -> dict:
+def _report(figures: list[Comparison], plan: dict, args, seconds: float) -> dict:
     ticks = {f.models: f for f in figures if f.measure == "automation tick"}
     growth = None
+    sizes = plan["sizes"]
     if 1000 in ticks and max(sizes) > 1000:
         largest = ticks[max(sizes)].details["ours_seconds_per_1000_assets"]
         growth = largest / ticks[1000].details["ours_seconds_per_1000_assets"]
@@ -120,7 +146,7 @@ def _report(figures: list[Comparison], sizes, args, seconds: float) -> dict:
             "python": platform.python_version(),
         },
         "versions": {name: version(name) for name in VERSIONED_PACKAGES},
-        "settings": {"sizes": list(sizes), "repeat": args.repeat, "seed": args.seed},
+        "settings": {**plan, "seed": args.seed},
         "targets": TARGETS,
         "figures": [
             {**figure.as_dict(), "target": TARGETS.get(figure.measure)} for figure in figures
@@ -139,17 +165,17 @@ def _processor() -> str:
     return platform.processor()
 
 
-def _missing_figures(report: dict, sizes) -> list[str]:
+def _missing_figures(report: dict) -> list[str]:
+    plan = report["settings"]
     present = {(f["measure"], f["models"]) for f in report["figures"]}
-    expected = {(measure, models) for measure in PER_SIZE_MEASURES for models in sizes}
+    expected = {(measure, models) for measure in PER_SIZE_MEASURES for models in plan["sizes"]}
     expected |= {
         (f"automation, {layout}", models)
         for layout in SENSOR_LAYOUTS
-        for models in sizes
-        if models in SPLITTING_SIZES
+        for models in plan["splitting_sizes"]
     }
-    if _daemon_size(sizes) is not None:
-        expected |= {(f"daemon, {setting}", _daemon_size(sizes)) for setting in DAEMON_SETTINGS}
+    if plan["daemon_size"] is not None:
+        expected |= {(f"daemon, {setting}", plan["daemon_size"]) for setting in DAEMON_SETTINGS}
     expected.add(("materialize the demo (7 assets, 26 tests)", None))
     missing = [f"{measure} @ {models}" for measure, models in sorted(expected - present, key=str)]
     missing += [

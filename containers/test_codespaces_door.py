@@ -30,7 +30,7 @@ HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 FORWARDED_PORT = 3000  # the committed forwardPorts; on the host network, the same port
 READY_SECONDS = 300
 # The subset of `nox -s tests` run inside (README: doors): the live dev server on SQLite, a seed
-# and an edited view each refreshing their view, and the browser. The whole suite takes 16
+# and an edited view each refreshing their view, and the browser. The whole suite takes 10
 # minutes on 2 cores; this subset shows the container has what the live tests need. (PostgreSQL:
 # the first test checks the server is installed; these tests run on it on the host.)
 DOOR_TESTS = ("tests/test_live_dev_server.py", "-k", "sqlite")

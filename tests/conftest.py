@@ -1,3 +1,4 @@
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from filelock import FileLock
+from xdist.scheduler import LoadScopeScheduling
 
 from harness import (
     DEPLOY_INSTANCE_CONFIG,
@@ -19,6 +21,8 @@ from harness import (
     parse,
 )
 from postgres_server import PostgresServer
+
+pytest_plugins = ["time_profile"]  # every test timed: wall, CPU and waiting (docs/ci-time.md)
 
 # A fixed simulated date, later than any real materialization the tests record.
 SIMULATED_DAY = datetime(2031, 3, 4, tzinfo=UTC)
@@ -66,12 +70,69 @@ def dbt_project(
     return project_dir
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--storage",
+        action="append",
+        choices=STORAGES,
+        help="run the both_storages tests on this instance storage only (repeatable; default: "
+        "every storage). `nox -s stock` runs them on SQLite: docs/guarantees.md says why.",
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked `both_storages` that use an instance run once per instance storage."""
     if metafunc.definition.get_closest_marker("both_storages") and (
         {"instance", "built_instance"} & set(metafunc.fixturenames)
     ):
-        metafunc.parametrize("storage", STORAGES, indirect=True)
+        storages = metafunc.config.getoption("storage") or STORAGES
+        metafunc.parametrize("storage", storages, indirect=True)
+
+
+class ByFileAndStorage(LoadScopeScheduling):
+    """`--dist loadscope` here: the tests of one file on one instance storage run on one worker,
+    in order, and share what it built once for them (a module's dev server, the built instance).
+
+    (xdist's `loadgroup` would group by marks, but with pytest 9.2 it groups nothing: it renames
+    `item._nodeid`, which pytest no longer reads.)
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        file, _, test = nodeid.partition("::")
+        if Path(file).name in EACH_TEST_APART:
+            return nodeid
+        parameters = re.search(r"\[(.*)\]$", test)
+        storage = set(parameters.group(1).split("-")) & set(STORAGES) if parameters else set()
+        return file + "".join(f"[{name}]" for name in sorted(storage))
+
+
+# The files whose tests take longest, most of it waiting (dev servers, sensor ticks, the run
+# queue; docs/ci-time.md): collected first, so that with `--no-loadscope-reorder` their workers
+# start them first and the other workers compute meanwhile.
+LONGEST_FIRST = (
+    "test_live_dev_server.py",
+    "test_duckdb_writer_faults.py",
+    "test_differential.py",
+    "test_nox_sessions.py",
+    "test_live_dev_server_stop.py",
+    "test_postgres_outage.py",
+)
+# Files whose tests share nothing and each take minutes in `nox -s stock`: a worker per test.
+EACH_TEST_APART = ("test_differential.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def longest_first(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=longest_first)  # stable: each file keeps its order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> LoadScopeScheduling | None:
+    if config.getoption("dist") == "loadscope":
+        return ByFileAndStorage(config, log)
+    return None
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import filecmp
 
-from bench.__main__ import _missing_figures, _table
+from bench.__main__ import _missing_figures, _parser, _plan, _table
 from bench.measure import Comparison
 from bench.synthetic import generate_project, shape_for
 
@@ -42,7 +42,7 @@ def test_completeness_check_names_every_missing_figure():
         "stock_seconds": 0.0,
         "ratio": 0.0,
     }
-    missing = _missing_figures({"figures": [figure]}, sizes=[100])
+    missing = _missing_figures({"figures": [figure], "settings": plan("--sizes", "100")})
     assert missing == [
         "automation tick @ 100",
         "dev loop after an SQL edit @ 100",
@@ -52,15 +52,40 @@ def test_completeness_check_names_every_missing_figure():
     ]
 
 
+def plan(*argv: str) -> dict:
+    return _plan(_parser().parse_args(argv))
+
+
+def splitting_and_daemon_figures_missing(settings: dict) -> list[str]:
+    missing = _missing_figures({"figures": [], "settings": settings})
+    return [name for name in missing if name.startswith(("automation, ", "daemon, "))]
+
+
 def test_completeness_check_expects_the_splitting_and_daemon_figures_at_1000_models():
-    missing = _missing_figures({"figures": []}, sizes=[100, 1000])
-    assert [name for name in missing if name.startswith(("automation, ", "daemon, "))] == [
+    assert splitting_and_daemon_figures_missing(plan("--quick")) == [
         "automation, at most 500 assets per sensor (default) @ 1000",
         "automation, by folder, at most 500 per sensor @ 1000",
         "automation, one sensor @ 1000",
         "daemon, 4 sensor threads @ 1000",
         "daemon, sensors one after another @ 1000",
     ]
+
+
+def test_the_smoke_run_expects_every_kind_of_figure_at_100_models_once():
+    smoke = plan("--smoke")
+    assert (smoke["sizes"], smoke["repeat"], smoke["daemon_interval"]) == ((100,), 1, 5)
+    assert splitting_and_daemon_figures_missing(smoke) == [
+        "automation, at most 500 assets per sensor (default) @ 100",
+        "automation, by folder, at most 500 per sensor @ 100",
+        "automation, one sensor @ 100",
+        "daemon, 4 sensor threads @ 100",
+        "daemon, sensors one after another @ 100",
+    ]
+    missing = _missing_figures({"figures": [], "settings": smoke})
+    assert "materialize the demo (7 assets, 26 tests) @ None" in missing
+    assert {name for name in missing if name.endswith("@ 100")} >= {
+        "definitions build @ 100", "automation tick @ 100", "dev loop after an SQL edit @ 100",
+    }  # fmt: skip
 
 
 def test_the_table_shows_every_kind_of_figure():

@@ -43,7 +43,8 @@ from live_server import (
 )
 
 pytestmark = pytest.mark.live
-# The first two steps run on both instance storages; the rest do not depend on storage.
+# The first two steps run on both instance storages; the rest do not depend on storage. (With
+# `nox -s tests`, each server's tests run in order on a worker of their own: conftest.py.)
 SQLITE_ONLY = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 STATUS_TEST = (
