@@ -1,4 +1,5 @@
-"""Task runner: every session installs the locked environment (`uv sync --frozen`) first.
+"""Task runner: every session that runs Python installs the locked environment first
+(`uv sync --frozen`); `reset`, `deploy-up` and `deploy-down` install nothing.
 
 `nox -l` lists the sessions; `nox` runs the default ones (lint, check, tests).
 """
@@ -296,6 +297,6 @@ def stock(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """Replay the README's three walkthroughs on a simulated clock and print the timeline."""
+    """Replay the README's five walkthroughs on a simulated clock and print the timeline."""
     install_locked(session)
     session.run("python", "-m", "dbt_automation_demo.demo", *session.posargs)

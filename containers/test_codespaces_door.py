@@ -135,11 +135,11 @@ def test_nox_demo_prints_the_walkthroughs_inside_the_container(devcontainer):
     assert demo.returncode == 0, demo.stdout[-5000:] + demo.stderr[-5000:]
     headings = re.findall(r"^== .*$", demo.stdout, flags=re.MULTILINE)
     assert [heading.split(":")[0] for heading in headings] == [
-        "== A fresh instance",
-        "== Test 2",
-        "== Test 1",
-        "== Test 3",
-        "== A failed test holds the marts back; they run once the data is fixed",
+        "== Walkthrough 1",
+        "== Walkthrough 2",
+        "== Walkthrough 3",
+        "== Walkthrough 4",
+        "== Walkthrough 5",
     ]
     (failed,) = [line for line in demo.stdout.splitlines() if "FAILED" in line]
     assert "dbt build stg_orders: FAILED: stg_orders' test accepted_values_" in failed

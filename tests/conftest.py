@@ -1,3 +1,4 @@
+import os
 import re
 import shutil
 import subprocess
@@ -266,7 +267,10 @@ def after_daily_tick() -> datetime:
 @pytest.fixture(scope="session")
 def shipped_defs(tmp_path_factory: pytest.TempPathFactory) -> dg.Definitions:
     """The project's own definitions, loaded as `dg` loads them, from freshly refreshed state."""
-    shared = tmp_path_factory.getbasetemp().parent  # one folder for all xdist workers
+    # One folder for this session's xdist workers (each has its own basetemp below it), or
+    # this session's own: never one that outlives the session, whose state could be stale.
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
     with FileLock(shared / "refresh-defs-state.lock"):
         marker = shared / "refresh-defs-state.done"
         if not marker.exists():

@@ -58,7 +58,7 @@ def test_sketch_view_ignores_its_seed_update(dbt_project, instance, after_daily_
     materialize(defs, instance, ["stg_customers", "stg_orders"])
     ticker.tick()
     materialize(defs, instance, ["raw_customers"])
-    assert ticker.tick() == set()  # the design's "Test 2" expects stg_customers here
+    assert ticker.tick() == set()  # walkthrough 2 expects stg_customers here
 
 
 def test_sketch_view_requests_itself_after_each_of_its_own_runs(

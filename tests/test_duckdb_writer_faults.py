@@ -131,7 +131,9 @@ def test_three_runs_submitted_at_once_run_one_after_another_and_wait_without_a_p
     run_ids = [launch_everything(server) for _ in range(3)]
     samples = []  # (when, the runs' statuses, the run processes then)
     while not all_finished(server, run_ids):
-        samples.append((time.time(), statuses(server, run_ids), run_processes(server.project)))
+        status, processes = statuses(server, run_ids), run_processes(server.project)
+        # Timed after reading: a run worker seen here was there by this time, not before it.
+        samples.append((time.time(), status, processes))
         time.sleep(SAMPLE_SECONDS)
     assert statuses(server, run_ids) == ["SUCCESS"] * 3
     assert sum("QUEUED" in status for _, status, _ in samples) > len(samples) / 2

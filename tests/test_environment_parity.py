@@ -133,6 +133,13 @@ def test_workflow_runs_the_sessions_ci_run_runs():
     assert ("container", "") in nox_runs(WORKFLOW)
 
 
+def test_workflows_container_job_installs_what_nox_s_container_needs_beside_docker():
+    (container,) = [job for name, job in yaml.safe_load(WORKFLOW)["jobs"].items()
+                    if name == "container"]  # fmt: skip
+    installed = " ".join(step.get("run", "") for step in container["steps"]).split()
+    assert {"mmdebstrap", "docker-compose"} <= set(installed)
+
+
 def test_workflow_takes_every_version_from_the_repositorys_own_files():
     jobs = yaml.safe_load(WORKFLOW)["jobs"]
     pythons = [

@@ -100,6 +100,18 @@ def shape(condition: dg.AutomationCondition) -> tuple:
     return (kind, tuple(children))
 
 
+def test_every_test_the_behaviour_table_names_exists():
+    rows = re.findall(r"^\| (?:view|cron|both) \|.*$", (REPO_ROOT / "README.md").read_text(), re.M)
+    named = {name for row in rows for name in re.findall(r"`(test_\w+)`", row)}
+    defined = {
+        name
+        for source in (REPO_ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", source.read_text(), flags=re.MULTILINE)
+    }
+    assert len(rows) >= 25 and len(named) >= 25
+    assert named <= defined, named - defined
+
+
 def test_the_readme_is_a_landing_page_of_at_most_250_lines():
     assert len((REPO_ROOT / "README.md").read_text().splitlines()) <= 250
 

@@ -106,18 +106,18 @@ def replay(workdir: Path) -> None:
     home = workdir / "dagster_home"
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         timeline = Timeline(Ticker(defs_from_yaml(workdir), instance, DAY), instance)
-        print("== A fresh instance: nothing exists, nothing runs before the daily tick")
+        print("== Walkthrough 1: a fresh instance; nothing runs before the daily tick")
         timeline.tick_at(5)
         timeline.run(timeline.tick_at(6))
         timeline.tick_at(6, 1)
 
-        print("\n== Test 2: a seed is materialized; the view downstream follows, once")
+        print("\n== Walkthrough 2: a seed is materialized; the view downstream follows, once")
         timeline.say("you    materialize raw_customers")
         timeline.run(["raw_customers"])
         timeline.run(timeline.tick_at(10, 1))
         timeline.tick_at(10, 2)
 
-        print("\n== Test 1: a view's SQL changes; that view alone is requested, once")
+        print("\n== Walkthrough 3: a view's SQL changes; that view alone is requested, once")
         timeline.say("you    edit stg_customers.sql and reload the definitions")
         sql = project / "models" / "staging" / "stg_customers.sql"
         sql.write_text(sql.read_text() + "-- edited in the demo\n")
@@ -126,7 +126,7 @@ def replay(workdir: Path) -> None:
         timeline.run(timeline.tick_at(11, 1))
         timeline.tick_at(11, 2)
 
-        print("\n== Test 3: daily_cron every two minutes; a table still running is not requested")
+        print("\n== Walkthrough 4: daily_cron every 2 minutes; a running table is not requested")
         set_daily_cron(workdir, "*/2 * * * *")
         timeline.ticker.defs = defs_from_yaml(workdir)
         timeline.say("you    set daily_cron: '*/2 * * * *' in defs.yaml and reload")
@@ -140,7 +140,7 @@ def replay(workdir: Path) -> None:
         timeline.say("       that run of order_summary ends")
         timeline.tick_at(11, 8)
 
-        print("\n== A failed test holds the marts back; they run once the data is fixed")
+        print("\n== Walkthrough 5: a failed test holds the marts back; they run once it is fixed")
         set_daily_cron(workdir, "0 6 * * *", marts="*/2 * * * *")
         timeline.say("you    set the daily cron back, the marts every two minutes, and reload")
         timeline.ticker.defs = defs_from_yaml(workdir)
