@@ -153,7 +153,12 @@ def test_image_and_helm_values_serve_the_projects_entry_module_and_variables():
     assert env["DBT_TARGET"] == "prod" and "prod:" in PROFILES
     assert set(env) == {name for name in env if f"env_var('{name}'" in PROFILES}
     assert HELM_VALUES["runLauncher"]["type"] == "K8sRunLauncher"
-    assert HELM_VALUES["concurrency"]["pools"]["defaultLimit"] == 1
+    # The chart renders `concurrency.pools` into the instance's dagster.yaml: the local rules.
+    local = LOCAL_INSTANCE_CONFIG["concurrency"]["pools"]
+    assert HELM_VALUES["concurrency"]["pools"] == {
+        "defaultLimit": local["default_limit"],
+        "granularity": local["granularity"],
+    }
 
 
 @pytest.mark.parametrize(
