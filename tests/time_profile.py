@@ -21,8 +21,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-PHASES = ("setup", "call", "teardown")
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
