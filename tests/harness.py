@@ -4,18 +4,21 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import (
     AssetMaterializationPlannedData,
     DagsterEvent,
     DagsterEventType,
 )
+from dagster._core.execution.api import execute_run_iterator
 
 from dbt_automation_demo import replay
 from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tests)
@@ -86,6 +89,36 @@ def start_recorded_run(instance: dg.DagsterInstance, targets: list[str]) -> dg.D
         planned = AssetMaterializationPlannedData(dg.AssetKey(name))
         report_event(instance, run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned)
     return run
+
+
+def the_sensors_run_requests(ticker: Ticker) -> list[dg.RunRequest]:
+    """The runs the automation sensor launches for the ticker's last evaluation."""
+    (sensor,) = ticker.defs.sensors
+    return build_run_requests(
+        ticker.last_evaluation._requested_subsets,
+        ticker.defs.resolve_asset_graph(),
+        run_tags=None,
+        emit_backfills=sensor.emit_backfills,
+    )
+
+
+@contextmanager
+def run_paused_in_its_step(
+    defs: dg.Definitions, instance: dg.DagsterInstance, asset_names: Iterable[str]
+) -> Iterator[dg.DagsterRun]:
+    """A real run of the named assets, as `materialize` runs them, paused once its step has
+    started and before dbt does: what the block does happens during the run. The run then
+    goes on to its end."""
+    selection = frozenset(keys(*asset_names))
+    job = defs.resolve_implicit_global_asset_job_def().as_ephemeral_job(
+        resource_defs={}, input_values={}, op_selection=None, asset_selection=selection
+    )
+    run = instance.create_run_for_job(job_def=job, asset_selection=selection)
+    events = execute_run_iterator(InMemoryJob(job), run, instance)
+    next(event for event in events if event.event_type == DagsterEventType.STEP_START)
+    yield run
+    for _ in events:
+        pass
 
 
 def mart_rows(duckdb_file: Path) -> dict[str, int]:

@@ -2,9 +2,7 @@
 
 from datetime import timedelta
 
-import dagster as dg
 import pytest
-from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 
 from harness import (
     ALL_ASSETS,
@@ -21,6 +19,7 @@ from harness import (
     ready,
     reload_defs,
     start_run,
+    the_sensors_run_requests,
 )
 
 # Every test that uses an instance runs on SQLite and on PostgreSQL (conftest).
@@ -70,17 +69,6 @@ def test_daily_tick_builds_downstream_tables_after_upstream_ones_in_one_run(
     ]
     assert sorted(order) == sorted(ALL_ASSETS)  # each once
     assert all(order.index(parent) < order.index(child) for parent, child in EDGES)
-
-
-def the_sensors_run_requests(ticker) -> list[dg.RunRequest]:
-    """The runs the automation sensor launches for the ticker's last evaluation."""
-    (sensor,) = ticker.defs.sensors
-    return build_run_requests(
-        ticker.last_evaluation._requested_subsets,
-        ticker.defs.resolve_asset_graph(),
-        run_tags=None,
-        emit_backfills=sensor.emit_backfills,
-    )
 
 
 def test_table_waits_for_an_upstream_table_still_running_at_the_tick(

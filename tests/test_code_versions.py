@@ -6,14 +6,16 @@ and an edit that changes no compiled SQL requests nothing; checked against dbt's
 import json
 import shutil
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
-from harness import build_defs, materialize, parse, ready, reload_defs
+from harness import ALL_ASSETS, materialize, parse, ready, reload_defs
 
 STG_ORDERS_MACRO = "macros/cents_to_dollars.sql"
+DAY = timedelta(days=1)
 # An ephemeral model that stg_customers inlines, and a macro that calls the shipped macro.
 BASE_CUSTOMERS_SQL = (
     "{{ config(materialized='ephemeral') }}\nselect * from {{ ref('raw_customers') }}\n"
@@ -24,6 +26,10 @@ NESTED_MACRO_SQL = (
     "{%- endmacro %}\n"
 )
 DESCRIPTION = "description: Orders with amounts in currency units. A view over the raw_orders seed."
+VIEW_THROUGH_THE_NESTED_MACRO = (
+    "select id as order_id, {{ order_amount('amount_cents') }} as amount\n"
+    "from {{ ref('raw_orders') }}\n"
+)
 TABLE_USING_THE_MACRO = (
     "select count(*) as orders, sum({{ order_amount('amount_cents') }}) as revenue\n"
     "from {{ ref('raw_orders') }}\n"
@@ -146,10 +152,21 @@ def test_a_config_edit_is_modified_for_dbt_but_not_a_new_code_version(dbt_projec
 def test_macro_edit_requests_the_views_that_call_it_once_and_no_other(
     dbt_project, built_instance, after_daily_tick
 ):
+    """stg_orders calls cents_to_dollars; a new view stg_order_amounts calls order_amount,
+    which calls cents_to_dollars: the two views share it, one directly, one through a macro."""
     _, ticker = ready(dbt_project, built_instance, after_daily_tick)
-    EDITS["a_macro_a_view_calls"][0](dbt_project)
+    (dbt_project / "macros" / "order_amount.sql").write_text(NESTED_MACRO_SQL)
+    (dbt_project / "models" / "staging" / "stg_order_amounts.sql").write_text(
+        VIEW_THROUGH_THE_NESTED_MACRO
+    )
     ticker.defs = reload_defs(dbt_project)
-    assert ticker.tick() == {"stg_orders"}
+    assert ticker.tick() == {"stg_order_amounts"}  # a new view
+    materialize(ticker.defs, built_instance, ["stg_order_amounts"])
+    assert ticker.tick() == set()
+
+    EDITS["a_macro_a_view_calls"][0](dbt_project)  # cents_to_dollars: shared, nested
+    ticker.defs = reload_defs(dbt_project)
+    assert ticker.tick() == {"stg_orders", "stg_order_amounts"}
     assert ticker.tick() == set()
 
 
@@ -181,16 +198,28 @@ def test_description_or_test_only_edit_requests_nothing(
         assert ticker.tick() == set(), edit
 
 
-def test_a_tables_code_version_follows_its_macros_too(dbt_project):
-    with_ephemeral_and_nested_macro(dbt_project)
-    parse(dbt_project)
-    before = build_defs(dbt_project).resolve_asset_graph()
-    EDITS["a_macro_a_view_calls"][0](dbt_project)
-    after = reload_defs(dbt_project).resolve_asset_graph()
+@pytest.mark.both_storages
+def test_a_tables_code_version_follows_its_macros_too(
+    dbt_project, built_instance, after_daily_tick
+):
+    _, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    (dbt_project / "macros" / "order_amount.sql").write_text(NESTED_MACRO_SQL)
+    (dbt_project / "models" / "marts" / "order_totals.sql").write_text(TABLE_USING_THE_MACRO)
+    ticker.defs = reload_defs(dbt_project)
+    before = ticker.defs.resolve_asset_graph()
+    assert ticker.tick() == set()  # a new table waits for its cron too
 
+    EDITS["a_macro_a_view_calls"][0](dbt_project)  # order_totals calls it through order_amount
+    ticker.defs = reload_defs(dbt_project)
+    after = ticker.defs.resolve_asset_graph()
     changed = {
         key.to_user_string()
         for key in after.materializable_asset_keys
         if after.get(key).code_version != before.get(key).code_version
     }
-    assert changed == {"stg_orders", "order_totals"}
+    assert changed == {"stg_orders", "order_totals"}  # what the UI shows as changed
+    assert ticker.tick() == {"stg_orders"}  # the view; the table waits for its cron
+    assert [ticker.tick(timedelta(hours=4)) for _ in range(5)] == [set()] * 5  # to 05:03
+    assert ticker.tick_at(after_daily_tick.replace(hour=6, minute=0, second=30) + DAY) == (
+        ALL_ASSETS | {"order_totals"}
+    )

@@ -100,16 +100,33 @@ def shape(condition: dg.AutomationCondition) -> tuple:
     return (kind, tuple(children))
 
 
-def test_every_test_the_behaviour_table_names_exists():
+def tests_the_behaviour_table_names() -> set[str]:
     rows = re.findall(r"^\| (?:view|cron|both) \|.*$", (REPO_ROOT / "README.md").read_text(), re.M)
-    named = {name for row in rows for name in re.findall(r"`(test_\w+)`", row)}
-    defined = {
-        name
+    assert len(rows) >= 25
+    return {name for row in rows for name in re.findall(r"`(test_\w+)`", row)}
+
+
+def module_of_each_test() -> dict[str, str]:
+    return {
+        name: f"tests/{source.name}"
         for source in (REPO_ROOT / "tests").glob("test_*.py")
         for name in re.findall(r"^def (test_\w+)", source.read_text(), flags=re.MULTILINE)
     }
-    assert len(rows) >= 25 and len(named) >= 25
-    assert named <= defined, named - defined
+
+
+def test_every_test_the_behaviour_table_names_exists():
+    named = tests_the_behaviour_table_names()
+    assert len(named) >= 25
+    assert named <= module_of_each_test().keys(), named - module_of_each_test().keys()
+
+
+def test_nox_stock_runs_every_module_the_behaviour_table_names():
+    """The README says the scenarios also run with `speedups: false`."""
+    noxfile = (REPO_ROOT / "noxfile.py").read_text()
+    stock = re.search(r"^STOCK_TESTS = \((.*?)^\)", noxfile, re.M | re.S).group(1)
+    modules = module_of_each_test()
+    named_in = {modules[name] for name in tests_the_behaviour_table_names() if name in modules}
+    assert named_in <= set(re.findall(r'"(tests/test_\w+\.py)"', stock))
 
 
 def test_the_readme_is_a_landing_page_of_at_most_250_lines():

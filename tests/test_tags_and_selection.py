@@ -322,7 +322,7 @@ def labels_with_crons(folder, models: dict[str, str], shipped: str, crons: str) 
     ("cron", "deadline"),
     [("0 6 * * *", "30 6 * * *"), ("45 * * * *", "15 * * * *"), ("0 4 * * 1-5", "30 4 * * 1-5")],
 )
-def test_every_non_view_asset_is_overdue_30_minutes_after_its_cron_tick(cron, deadline):
+def test_a_crons_freshness_deadline_is_its_tick_plus_the_grace(cron, deadline):
     policy = overdue_after_grace(cron, "Europe/Berlin")
     assert (policy.deadline_cron, policy.lower_bound_delta, policy.timezone) == (
         deadline, timedelta(minutes=30), "Europe/Berlin",

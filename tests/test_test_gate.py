@@ -4,7 +4,7 @@ skipped) is requested once the parent passes again; warn-severity tests never bl
 
 import asyncio
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -14,20 +14,27 @@ from dagster._core.definitions.freshness_evaluator import FRESHNESS_EVALUATORS_B
 from dagster._core.test_utils import freeze_time
 
 from harness import (
+    ALL_ASSETS,
     SHIPPED_DBT_PROJECT,
     TABLES,
+    edit_sql,
     materialize,
+    names,
     ready,
     reload_defs,
+    sql_file,
+    the_sensors_run_requests,
 )
 
 pytestmark = pytest.mark.both_storages
 
 BAD_ORDERS = SHIPPED_DBT_PROJECT / "demo_data" / "raw_orders_bad.csv"
+COUNTRY_TEST = "accepted_values_stg_customers_country__DE__FR__GB__NL__US"
 STATUS_TEST = (
     "accepted_values_stg_orders_status__placed__shipped__completed__return_pending__returned"
 )
 ORDERS_MARTS = {"customer_orders", "order_summary"}  # the marts that read stg_orders
+PASS, FAIL = FreshnessState.PASS, FreshnessState.FAIL
 HOURLY_MARTS = {"cron_by_path": {"marts": "0 * * * *"}}  # the marts hourly, the seeds daily
 
 
@@ -52,6 +59,18 @@ def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
             return FreshnessState.NOT_APPLICABLE
         evaluator = FRESHNESS_EVALUATORS_BY_POLICY_TYPE[type(node.freshness_policy)]()
         return asyncio.run(evaluator.evaluate_freshness(context=view, node=node))
+
+
+def what_the_run_did(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The run's materializations ("built X") and check results ("TEST passed"), in order."""
+    done = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            done.append(f"built {event.asset_key.to_user_string()}")
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            done.append(f"{evaluation.check_name} {'passed' if evaluation.passed else 'failed'}")
+    return done
 
 
 def node_names(evaluation, asset: str) -> list[str]:
@@ -113,37 +132,49 @@ def test_a_parent_requested_on_the_same_tick_is_retested_in_the_same_run(
     defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
     orders_landed_and_tested(defs, built_instance, dbt_project, good=False)
     land_orders(dbt_project, good=True)
-    assert ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30)) == {
-        "raw_customers", "raw_orders", "stg_customers", "stg_orders", *TABLES,
-    }  # fmt: skip
+    requested = ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30))
+    assert requested == {"raw_customers", "raw_orders", "stg_customers", "stg_orders", *TABLES}
+
+    (the_run,) = the_sensors_run_requests(ticker)
+    in_order = what_the_run_did(materialize(defs, built_instance, names(the_run.asset_selection)))
+    retested = in_order.index(f"{STATUS_TEST} passed")
+    # The marts that read stg_orders waited for that result, in the same run.
+    assert all(in_order.index(f"built {mart}") > retested for mart in ORDERS_MARTS)
 
 
 def test_a_table_dbt_skipped_after_a_failed_test_stays_due_and_runs_once_the_parent_passes(
     dbt_project, built_instance, before_daily_tick
 ):
+    """Every run here is recorded at its simulated time, which is what freshness reads."""
     defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
+    today = before_daily_tick.replace
+    with freeze_time(today(hour=6, minute=5) - timedelta(days=1)):
+        materialize(defs, built_instance, ["customer_orders"])  # built yesterday
     land_orders(dbt_project, good=False)
-    requested = ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30))
-    assert requested == {"raw_customers", "raw_orders", "stg_customers", "stg_orders", *TABLES}
-    # The 06:00 run: stg_orders fails its test, so dbt skips every mart below it.
-    assert not materialize(defs, built_instance, requested, raise_on_error=False).success
+    requested = ticker.tick_at(today(hour=6, minute=0, second=30))
+    assert requested == ALL_ASSETS
+    # Today's 06:00 run: stg_orders fails its test, so dbt skips every mart below it.
+    with freeze_time(today(hour=6, minute=5)):
+        assert not materialize(defs, built_instance, requested, raise_on_error=False).success
     assert [ticker.tick() for _ in range(3)] == [set(), set(), set()]
-    # Held back, the marts are overdue once 06:30 (the tick and 30 minutes' grace) has passed.
-    overdue_at = before_daily_tick.replace(hour=6, minute=31)
-    assert freshness(defs, built_instance, "customer_orders", overdue_at) == FreshnessState.FAIL
-    assert freshness(defs, built_instance, "stg_orders", overdue_at) == (
+    # Held back, the marts turn overdue once the tick and 30 minutes' grace have passed; the
+    # seeds today's run built are fresh.
+    assert freshness(defs, built_instance, "customer_orders", today(hour=6, minute=29)) == PASS
+    assert freshness(defs, built_instance, "customer_orders", today(hour=6, minute=31)) == FAIL
+    assert freshness(defs, built_instance, "raw_orders", today(hour=6, minute=31)) == PASS
+    assert freshness(defs, built_instance, "stg_orders", today(hour=6, minute=31)) == (
         FreshnessState.NOT_APPLICABLE  # a view has no cron, so no freshness policy
     )
 
     # 10:00: the data is fixed; the marts do not wait for tomorrow.
-    ticker.now = before_daily_tick.replace(hour=10)
-    orders_landed_and_tested(defs, built_instance, dbt_project, good=True)
+    ticker.now = today(hour=10)
+    with freeze_time(today(hour=10)):
+        orders_landed_and_tested(defs, built_instance, dbt_project, good=True)
     assert ticker.tick() == TABLES  # one run, in dbt's order
-    materialize(defs, built_instance, TABLES)
+    with freeze_time(today(hour=10, minute=1)):
+        materialize(defs, built_instance, TABLES)
     assert [ticker.tick() for _ in range(2)] == [set(), set()]
-    # Rebuilt (the instance records real times), it is fresh again.
-    just_after = datetime.now(UTC) + timedelta(minutes=1)
-    assert freshness(defs, built_instance, "customer_orders", just_after) == FreshnessState.PASS
+    assert freshness(defs, built_instance, "customer_orders", today(hour=10, minute=2)) == PASS
 
 
 def test_a_warn_severity_test_never_holds_anything_back(
@@ -165,14 +196,54 @@ def test_a_warn_severity_test_never_holds_anything_back(
 
 
 def test_a_table_that_failed_on_its_own_is_not_retried_when_its_parent_is_fixed(
+    dbt_project, built_instance, before_daily_tick
+):
+    """In the 06:00 run stg_customers fails its test, so dbt skips the marts over it, and
+    order_summary, which does not read it, fails on its own SQL. Once the customers are fixed,
+    only what dbt skipped is requested; order_summary waits for its next tick."""
+    defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
+    customers = dbt_project / "seeds" / "raw_customers.csv"
+    good = customers.read_text()
+    customers.write_text(good.replace(",DE,", ",XX,", 1))  # a country stg_customers refuses
+    edit_sql(dbt_project, "order_summary", "select no_such_column from {{ ref('stg_orders') }}\n")
+    ticker.defs = defs = reload_defs(dbt_project)
+    requested = ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30))
+    assert requested == ALL_ASSETS
+
+    in_order = what_the_run_did(materialize(defs, built_instance, requested, raise_on_error=False))
+    assert f"{COUNTRY_TEST} failed" in in_order
+    assert not {f"built {table}" for table in TABLES} & set(in_order)
+    assert [ticker.tick() for _ in range(3)] == [set(), set(), set()]
+
+    customers.write_text(good)
+    materialize(defs, built_instance, ["raw_customers", "stg_customers"])
+    assert ticker.tick() == {"customer_orders", "customer_segments"}  # what dbt skipped
+    assert [ticker.tick(timedelta(hours=1)) for _ in range(3)] == [set(), set(), set()]
+
+
+def test_tables_wait_while_a_parents_latest_run_failed_and_come_with_its_fix(
     dbt_project, built_instance, after_daily_tick
 ):
-    """Only assets dbt skipped stay due; a failing one waits for its next cron tick."""
     defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
-    sql = dbt_project / "models" / "marts" / "order_summary.sql"
-    good = sql.read_text()
-    sql.write_text(good.replace("count(*) as order_count", "count(no_such_column) as order_count"))
+    good = sql_file(dbt_project, "stg_orders").read_text()
+    edit_sql(dbt_project, "stg_orders", "select no_such_column from {{ ref('raw_orders') }}\n")
     ticker.defs = defs = reload_defs(dbt_project, **HOURLY_MARTS)
-    assert ticker.tick_at(after_daily_tick.replace(hour=10, minute=0, second=30)) == TABLES
-    assert not materialize(defs, built_instance, TABLES, raise_on_error=False).success
-    assert [ticker.tick(timedelta(minutes=5)) for _ in range(3)] == [set(), set(), set()]
+    assert ticker.tick() == {"stg_orders"}  # its SQL changed
+    assert not materialize(defs, built_instance, ["stg_orders"], raise_on_error=False).success
+
+    # 10:00: the marts over stg_orders wait; the view's old data is still there, but its
+    # latest run failed.
+    assert ticker.tick_at(after_daily_tick.replace(hour=10, minute=0, second=30)) == {
+        "customer_segments"
+    }
+    waiting = node_names(ticker.last_evaluation, "customer_orders")
+    assert "stg_orders: its latest run failed before materializing it" in waiting
+    assert ticker.tick() == set()
+
+    edit_sql(dbt_project, "stg_orders", good)
+    ticker.defs = defs = reload_defs(dbt_project, **HOURLY_MARTS)
+    # The fixed view is requested, and the marts that waited come with it: one run tests it
+    # first.
+    assert ticker.tick() == {"stg_orders", *ORDERS_MARTS}
+    materialize(defs, built_instance, ["stg_orders", *ORDERS_MARTS])
+    assert ticker.tick() == set()

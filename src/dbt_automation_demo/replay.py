@@ -16,7 +16,10 @@ from dagster.components.testing.utils import component_defs
 from dagster_dbt import DbtProject
 from dagster_dbt.dbt_manifest import read_manifest_path
 
-from dbt_automation_demo.components.custom_dbt_component import SPEEDUPS_ENV, CustomDbtComponent
+from dbt_automation_demo.components.custom_dbt_component import (
+    CustomDbtComponent,
+    speedups_in_environment,
+)
 from dbt_automation_demo.internals.dagster_names import (
     InProcessCodeLocationOrigin,
     LoadableTargetOrigin,
@@ -84,7 +87,7 @@ def parse(project_dir: Path) -> None:
     """`dbt parse`, as `nox -s manifest` does: writes target/manifest.json. With the speedups
     (DBT_AUTOMATION_SPEEDUPS unset or true), in this process, as the component's state refresh
     parses; without, in a new `dbt` process, as stock dagster-dbt does."""
-    if os.environ.get(SPEEDUPS_ENV, "true").strip().lower() != "false":
+    if speedups_in_environment():
         # Its files where a `dbt parse` started in the project writes them.
         target, logs = project_dir / "target", project_dir / "logs"
         parse_in_this_process(("parse", "--quiet"), project_dir, project_dir, target, logs)
@@ -105,7 +108,7 @@ def build_defs(
     """The component's definitions from the project's existing manifest; with `speedups` as
     the shipped defs.yaml sets it (from DBT_AUTOMATION_SPEEDUPS) unless given."""
     project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
-    attributes.setdefault("speedups", os.environ.get(SPEEDUPS_ENV, "true"))
+    attributes.setdefault("speedups", speedups_in_environment())
     return component_defs(component=component_cls(project=project, **attributes))
 
 

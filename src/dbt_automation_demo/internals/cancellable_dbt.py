@@ -20,10 +20,11 @@ Reading them needs dbt's adapter, with dbt's macros, loaded in this process (1.5
 dagster-dbt does before it starts dbt. On DuckDB nothing reads through the adapter until dbt has
 ended, so it is loaded in a helper thread while dbt builds, on the core dbt leaves free.
 
-The metadata is then read one model after another in that one thread. dagster-dbt reads it in a
-thread pool per kind, each drained by a loop that polls without sleeping: that loop holds the GIL,
-so each worker waits a whole switch interval (5 ms) to get it back after every DuckDB query. For
-the demo's seven assets that took 1.0-1.2 s; read one after another, 0.1-0.2 s, the same metadata.
+The metadata is then read one model after another in one helper thread (`dbt-metadata`).
+dagster-dbt reads it in a thread pool per kind, each drained by a loop that polls without
+sleeping: that loop holds the GIL, so each worker waits a whole switch interval (5 ms) to get it
+back after every DuckDB query. For the demo's seven assets that took 1.0-1.2 s; read one after
+another, 0.1-0.2 s, the same metadata.
 """
 
 import logging
