@@ -55,9 +55,14 @@ def with_ephemeral_and_nested_macro(project: Path) -> Path:
         "ref('raw_customers')",
         "ref('base_customers')",
     )
-    (project / "macros" / "order_amount.sql").write_text(NESTED_MACRO_SQL)
+    add_nested_macro(project)
     (project / "models" / "marts" / "order_totals.sql").write_text(TABLE_USING_THE_MACRO)
     return project
+
+
+def add_nested_macro(project: Path) -> None:
+    """The macro `order_amount`, which calls the shipped `cents_to_dollars`."""
+    (project / "macros" / "order_amount.sql").write_text(NESTED_MACRO_SQL)
 
 
 # Each edit: what it does to the project, and the models whose compiled SQL it changes (their
@@ -155,7 +160,7 @@ def test_macro_edit_requests_the_views_that_call_it_once_and_no_other(
     """stg_orders calls cents_to_dollars; a new view stg_order_amounts calls order_amount,
     which calls cents_to_dollars: the two views share it, one directly, one through a macro."""
     _, ticker = ready(dbt_project, built_instance, after_daily_tick)
-    (dbt_project / "macros" / "order_amount.sql").write_text(NESTED_MACRO_SQL)
+    add_nested_macro(dbt_project)
     (dbt_project / "models" / "staging" / "stg_order_amounts.sql").write_text(
         VIEW_THROUGH_THE_NESTED_MACRO
     )
@@ -203,7 +208,7 @@ def test_a_tables_code_version_follows_its_macros_too(
     dbt_project, built_instance, after_daily_tick
 ):
     _, ticker = ready(dbt_project, built_instance, after_daily_tick)
-    (dbt_project / "macros" / "order_amount.sql").write_text(NESTED_MACRO_SQL)
+    add_nested_macro(dbt_project)
     (dbt_project / "models" / "marts" / "order_totals.sql").write_text(TABLE_USING_THE_MACRO)
     ticker.defs = reload_defs(dbt_project)
     before = ticker.defs.resolve_asset_graph()
