@@ -13,6 +13,7 @@ import pytest
 from filelock import FileLock
 from xdist.scheduler import LoadScopeScheduling
 
+import preloaded_dbt
 from harness import (
     DEPLOY_INSTANCE_CONFIG,
     REPO_ROOT,
@@ -139,6 +140,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log) -> LoadScopeScheduli
 @pytest.fixture
 def storage(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def preloaded_dbt_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This test worker's preloaded dbt server: the folder of its `dbt` client."""
+    with preloaded_dbt.running(tmp_path_factory.mktemp("preloaded-dbt")) as client_dir:
+        yield client_dir
+
+
+@pytest.fixture
+def dbt_from_a_preloaded_process(
+    preloaded_dbt_client: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test's `dbt` commands run as forks of a process that has imported dbt
+    (tests/preloaded_dbt.py says why, and which tests keep the real `dbt`)."""
+    monkeypatch.setenv("PATH", f"{preloaded_dbt_client}{os.pathsep}{os.environ['PATH']}")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,10 @@ from harness import (
 )
 
 # Every test that uses an instance runs on SQLite and on PostgreSQL (conftest).
-pytestmark = pytest.mark.both_storages
+pytestmark = [
+    pytest.mark.both_storages,
+    pytest.mark.usefixtures("dbt_from_a_preloaded_process"),  # tests/preloaded_dbt.py
+]
 
 HOUR = timedelta(hours=1)
 

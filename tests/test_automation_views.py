@@ -17,7 +17,10 @@ from harness import (
 )
 
 # Every test that uses an instance runs on SQLite and on PostgreSQL (conftest).
-pytestmark = pytest.mark.both_storages
+pytestmark = [
+    pytest.mark.both_storages,
+    pytest.mark.usefixtures("dbt_from_a_preloaded_process"),  # tests/preloaded_dbt.py
+]
 
 
 def test_seed_update_requests_its_views_once_and_no_table(

@@ -35,6 +35,8 @@ TABLE_USING_THE_MACRO = (
     "from {{ ref('raw_orders') }}\n"
 )
 
+pytestmark = pytest.mark.usefixtures("dbt_from_a_preloaded_process")  # tests/preloaded_dbt.py
+
 
 def append(path: Path, text: str) -> None:
     path.write_text(path.read_text() + text)

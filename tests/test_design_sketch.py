@@ -21,6 +21,8 @@ from harness import (
     start_run,
 )
 
+pytestmark = pytest.mark.usefixtures("dbt_from_a_preloaded_process")  # tests/preloaded_dbt.py
+
 
 class SketchDbtComponent(CustomDbtComponent):
     """The design's conditions: `code_version_changed | newly_updated`, `on_cron & ~in_progress`."""

@@ -62,6 +62,8 @@ from harness import (
     start_recorded_run,
 )
 
+pytestmark = pytest.mark.usefixtures("dbt_from_a_preloaded_process")  # tests/preloaded_dbt.py
+
 # CI: a fixed seed and a budget that fits `nox -s tests`; `nox -s fuzz` sets both.
 EXAMPLES = int(os.environ.get("POLICY_FUZZ_EXAMPLES", "100"))
 RANDOM_SEED = "POLICY_FUZZ_EXAMPLES" in os.environ

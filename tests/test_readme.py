@@ -100,7 +100,7 @@ def shape(condition: dg.AutomationCondition) -> tuple:
     return (kind, tuple(children))
 
 
-def tests_the_behaviour_table_names() -> set[str]:
+def names_of_the_behaviour_tables_tests() -> set[str]:
     rows = re.findall(r"^\| (?:view|cron|both) \|.*$", (REPO_ROOT / "README.md").read_text(), re.M)
     assert len(rows) >= 25
     return {name for row in rows for name in re.findall(r"`(test_\w+)`", row)}
@@ -115,7 +115,7 @@ def module_of_each_test() -> dict[str, str]:
 
 
 def test_every_test_the_behaviour_table_names_exists():
-    named = tests_the_behaviour_table_names()
+    named = names_of_the_behaviour_tables_tests()
     defined = module_of_each_test().keys()
     assert len(named) >= 25
     assert named <= defined, named - defined
@@ -126,7 +126,7 @@ def test_nox_stock_runs_every_module_the_behaviour_table_names():
     noxfile = (REPO_ROOT / "noxfile.py").read_text()
     stock = re.search(r"^STOCK_TESTS = \((.*?)^\)", noxfile, re.M | re.S).group(1)
     modules = module_of_each_test()
-    named_in = {modules[name] for name in tests_the_behaviour_table_names() if name in modules}
+    named_in = {modules[name] for name in names_of_the_behaviour_tables_tests() if name in modules}
     assert named_in <= set(re.findall(r'"(tests/test_\w+\.py)"', stock))
 
 

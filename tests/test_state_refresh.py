@@ -48,6 +48,22 @@ def test_a_refresh_copies_again_only_the_files_an_edit_changed(tmp_path):
     }
 
 
+def test_a_refresh_leaves_what_runs_write_in_the_copys_target_folder(tmp_path):
+    """Runs build in the copy, each writing its artifacts to a folder of its own in dbt's
+    target folder; a refresh meanwhile (`dg check defs`, a reload) must not delete them."""
+    project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
+    component = CustomDbtComponent.from_attributes_dict(attributes={"project": str(project_dir)})
+    state_path = tmp_path / "state" / "state"
+    component.write_state_to_path(state_path)
+    copy = state_path.parent / "project"
+    write_files(copy, {"target/analytics_dbt-run1/run/a.sql": "a run's", "models/stray.sql": "x"})
+
+    component.write_state_to_path(state_path)
+
+    assert (copy / "target" / "analytics_dbt-run1" / "run" / "a.sql").read_text() == "a run's"
+    assert not (copy / "models" / "stray.sql").exists()
+
+
 def test_the_copy_loses_what_the_project_no_longer_has(tmp_path):
     source, copy = tmp_path / "project", tmp_path / "copy"
     write_files(source, {"models/a.sql": "a", "models/old/b.sql": "b", "notes.md": "n"})

@@ -26,7 +26,10 @@ from harness import (
     the_sensors_run_requests,
 )
 
-pytestmark = pytest.mark.both_storages
+pytestmark = [
+    pytest.mark.both_storages,
+    pytest.mark.usefixtures("dbt_from_a_preloaded_process"),  # tests/preloaded_dbt.py
+]
 
 BAD_ORDERS = SHIPPED_DBT_PROJECT / "demo_data" / "raw_orders_bad.csv"
 COUNTRY_TEST = "accepted_values_stg_customers_country__DE__FR__GB__NL__US"

@@ -38,7 +38,11 @@ def refresh_state(component, state_path: Path) -> bool:
         # dagster-dbt's `manager.prepare(state_path)`, with its copy brought up to date.
         project = manager.get_project(None)
         project.preparer.prepare(project)
-        mirror(Path(manager.args.project_dir), manager._local_project_dir(state_path))
+        mirror(
+            Path(manager.args.project_dir),
+            manager._local_project_dir(state_path),
+            runs_write_in=Path(project.target_path),
+        )
         state_path.touch()
     return True
 

@@ -3,7 +3,10 @@
 dagster-dbt deletes that copy and copies the whole project again on every refresh: at 5,000
 models, 5,259 files and 43 MB, 3 s of each `dg check defs` after a one-line edit. This copy
 is brought up to date instead: a file is copied again only when its size or modification time
-differs (as rsync decides), and what the project no longer has is deleted.
+differs (as rsync decides), and what the project no longer has is deleted, but for what runs
+write: Dagster's runs build in this copy, and dagster-dbt gives each run a folder of its own in
+dbt's target folder, which a refresh (`dg check defs`, a reload of `dg dev`) must not delete
+under a run that is writing it.
 """
 
 import os
@@ -14,10 +17,11 @@ from pathlib import Path
 EXCLUDED_NAMES = frozenset({".git"})
 
 
-def mirror(source: Path, destination: Path) -> None:
-    """Make `destination` hold exactly the files of `source` (symbolic links followed)."""
+def mirror(source: Path, destination: Path, runs_write_in: Path | None = None) -> None:
+    """Make `destination` hold exactly the files of `source` (symbolic links followed); inside
+    `runs_write_in` (relative: dbt's target folder), only add and update."""
     kept = _copy_changed_files(source, destination)
-    _delete_what_is_not(kept, destination)
+    _delete_what_is_not(kept, destination, runs_write_in)
 
 
 def _copy_changed_files(source: Path, destination: Path) -> set[Path]:
@@ -61,11 +65,13 @@ def _same_size_and_time(source: Path, destination: Path) -> bool:
     return (present.st_size, present.st_mtime_ns) == (wanted.st_size, wanted.st_mtime_ns)
 
 
-def _delete_what_is_not(kept: set[Path], destination: Path) -> None:
+def _delete_what_is_not(kept: set[Path], destination: Path, runs_write_in: Path | None) -> None:
     """The copy holds only folders and regular files: `mirror` writes no links."""
     for folder, _, files in os.walk(destination, topdown=False):
         here = Path(folder)
         relative = here.relative_to(destination)
+        if runs_write_in is not None and runs_write_in in (relative, *relative.parents):
+            continue
         for name in files:
             if relative / name not in kept:
                 (here / name).unlink()

@@ -1,0 +1,199 @@
+"""`dbt`, started as a fork of a Python process that has imported dbt already: for the scenario
+tests, whose real runs start one `dbt build` each.
+
+A new `dbt` process spends about 1.4 of its 2.4 CPU seconds here importing dbt, and the scenario
+modules start some 120 of them (docs/ci-time.md). In those modules the `dbt` on PATH is
+`CLIENT`: a small script that hands its arguments, environment, working directory and standard
+streams to this module's server. The server has imported dbt, its DuckDB adapter and the
+commands' modules once; it forks, and the fork runs dbt's own command-line entry point with those
+streams, as the `dbt` script would. Nothing else changes: dagster-dbt still starts a process,
+reads dbt's JSON log lines from its stdout, and signals it (the client passes SIGINT and SIGTERM
+on to the dbt it started, and exits with dbt's exit code).
+
+The tests of how a run starts and stops dbt (a cancel, kill -9, `dbt --version` never asked, the
+dev server's runs, `nox -s demo`) keep the real `dbt` executable: only modules that ask for the
+`dbt_from_a_preloaded_process` fixture get this one.
+"""
+
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
+from pathlib import Path
+
+# What every `dbt build` of a DuckDB project imports after dbt's command line (the server's
+# start-up is paid once per test worker).
+PRELOADED = (
+    "dbt.cli.main",
+    "dbt.adapters.duckdb",
+    "dbt.task.build",
+    "dbt.parser.manifest",
+    "dbt.compilation",
+    "duckdb",
+)
+# The classes whose JSON schema every dbt command builds to validate its project, profile and
+# results (0.5 s a process); dbt caches each schema in its process, so the forks find them built.
+VALIDATED = (
+    "dbt.contracts.project:Configuration",
+    "dbt.contracts.project:PackageConfig",
+    "dbt.contracts.project:ProfileConfig",
+    "dbt.contracts.project:Project",
+    "dbt.contracts.project:ProjectFlags",
+    "dbt.contracts.selection:SelectorFile",
+    "dbt.adapters.duckdb.credentials:DuckDBCredentials",
+    "dbt.task.test:TestResultData",
+)
+
+CLIENT = """\
+#!{python} -S
+# `dbt`, run by a fork of {server} (tests/preloaded_dbt.py); nothing here imports dbt.
+import json, os, signal, socket, sys
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.connect({socket_path!r})
+socket.send_fds(server, [b"."], [0, 1, 2])
+request = {{"argv": ["dbt", *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}}
+server.sendall(json.dumps(request).encode() + b"\\n")
+replies = server.makefile("r")
+dbt = json.loads(replies.readline())["pid"]
+
+
+def forward(signum, frame):
+    try:
+        os.kill(dbt, signum)
+    except ProcessLookupError:
+        pass
+
+
+signal.signal(signal.SIGINT, forward)
+signal.signal(signal.SIGTERM, forward)
+exit_code = replies.readline().strip()
+sys.exit(int(exit_code) if exit_code else 1)  # no code: dbt was killed before it could send one
+"""
+
+
+@contextmanager
+def running(folder: Path) -> Iterator[Path]:
+    """A server in `folder`, and the folder holding its `dbt` client, to put first on PATH."""
+    socket_path = folder / "server.sock"
+    client_dir = folder / "bin"
+    client_dir.mkdir()
+    client = client_dir / "dbt"
+    client.write_text(
+        CLIENT.format(python=sys.executable, server=__file__, socket_path=str(socket_path))
+    )
+    client.chmod(0o755)
+    with open(folder / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, __file__, str(socket_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(socket_path, server)
+        yield client_dir
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _wait_for(socket_path: Path, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not socket_path.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the preloaded dbt server did not start: {socket_path.parent}")
+        time.sleep(0.05)
+
+
+def serve(socket_path: str) -> None:
+    for module in PRELOADED:
+        importlib.import_module(module)
+    for name in VALIDATED:
+        module, cls = name.split(":")
+        getattr(importlib.import_module(module), cls).json_schema()
+    import dbt.version
+
+    # dagster-dbt asks the `dbt` it starts for its version before each run, unless it is this
+    # environment's own `dbt` (the client is not); dbt's answer includes the latest release,
+    # which it asks PyPI for (up to a second). The forks answer with the installed one only.
+    dbt.version.get_latest_version = lambda *args, **kwargs: None
+    # dbt's semaphores register with multiprocessing's tracker process: one for all forks.
+    resource_tracker.ensure_running()
+    # Each fork is reaped as it ends, so that its CPU time counts as this server's children's
+    # (tests/time_profile.py reads it when the server ends).
+    signal.signal(signal.SIGCHLD, _reap_forks)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path + ".new")
+    listener.listen(16)
+    os.rename(socket_path + ".new", socket_path)  # the client's wait ends on a listening socket
+    while True:
+        connection, _ = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            exit_code = _run_dbt(connection)
+            # What exiting runs (dbt's semaphores are released there), without tearing down
+            # the interpreter's modules one by one (0.4 s).
+            atexit._run_exitfuncs()
+            os._exit(exit_code)
+        connection.close()
+
+
+def _reap_forks(signum: int, frame: object) -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _run_dbt(client: socket.socket) -> int:
+    """In the fork: become the `dbt` process the client stands for; its exit code."""
+    exit_code = 1
+    try:
+        _, streams, _, _ = socket.recv_fds(client, 1, 3)
+        request = json.loads(client.makefile("rb").readline())
+        for target, stream in enumerate(streams):
+            os.dup2(stream, target)
+            os.close(stream)
+        sys.stdout.reconfigure(line_buffering=True)  # each JSON log line as dbt writes it
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        client.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        sys.argv = request["argv"]
+        exit_code = _dbt_cli()
+    except BaseException:
+        traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    client.sendall(f"{exit_code}\n".encode())
+    return exit_code
+
+
+def _dbt_cli() -> int:
+    """What the `dbt` script does: dbt's click command, which exits with dbt's exit code."""
+    from dbt.cli.main import cli
+
+    try:
+        cli()
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        print(exit.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
