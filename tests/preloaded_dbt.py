@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -53,6 +54,8 @@ VALIDATED = (
     "dbt.adapters.duckdb.credentials:DuckDBCredentials",
     "dbt.task.test:TestResultData",
 )
+
+SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None
 
 CLIENT = """\
 #!{python} -S
@@ -84,7 +87,17 @@ sys.exit(int(exit_code) if exit_code else 1)  # no code: dbt was killed before i
 @contextmanager
 def running(folder: Path) -> Iterator[Path]:
     """A server in `folder`, and the folder holding its `dbt` client, to put first on PATH."""
-    socket_path = folder / "server.sock"
+    # A socket's path has at most 104 bytes on macOS (108 on Linux), fewer than a test folder
+    # under macOS's TMPDIR may take: the socket gets a short folder of its own.
+    with (
+        tempfile.TemporaryDirectory(prefix="dbt-", dir=SHORT_TMP) as socket_dir,
+        _serving(folder, Path(socket_dir) / "server.sock") as client_dir,
+    ):
+        yield client_dir
+
+
+@contextmanager
+def _serving(folder: Path, socket_path: Path) -> Iterator[Path]:
     client_dir = folder / "bin"
     client_dir.mkdir()
     client = client_dir / "dbt"
@@ -100,18 +113,18 @@ def running(folder: Path) -> Iterator[Path]:
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(socket_path, server)
+        _wait_for(socket_path, server, folder / "server.log")
         yield client_dir
     finally:
         server.terminate()
         server.wait()
 
 
-def _wait_for(socket_path: Path, server: subprocess.Popen) -> None:
+def _wait_for(socket_path: Path, server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 60
     while not socket_path.exists():
         if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the preloaded dbt server did not start: {socket_path.parent}")
+            raise RuntimeError(f"the preloaded dbt server did not start; its log: {log}")
         time.sleep(0.05)
 
 
