@@ -4,6 +4,7 @@ and a copy of the project beside it), then build the definitions from it."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
@@ -48,19 +49,33 @@ def test_a_refresh_copies_again_only_the_files_an_edit_changed(tmp_path):
     }
 
 
-def test_a_refresh_leaves_what_runs_write_in_the_copys_target_folder(tmp_path):
+def test_a_refresh_deletes_a_runs_folder_only_an_hour_after_its_dbt_finished(tmp_path):
     """Runs build in the copy, each writing its artifacts to a folder of its own in dbt's
-    target folder; a refresh meanwhile (`dg check defs`, a reload) must not delete them."""
+    target folder; a refresh meanwhile (`dg check defs`, a reload) must not delete them under
+    the run, nor keep them for ever."""
     project_dir = copy_dbt_project(tmp_path / "analytics_dbt")
     component = CustomDbtComponent.from_attributes_dict(attributes={"project": str(project_dir)})
     state_path = tmp_path / "state" / "state"
     component.write_state_to_path(state_path)
     copy = state_path.parent / "project"
-    write_files(copy, {"target/analytics_dbt-run1/run/a.sql": "a run's", "models/stray.sql": "x"})
+    write_files(
+        copy,
+        {
+            "target/analytics_dbt-running/run/a.sql": "dbt writes",
+            "target/analytics_dbt-finished/run_results.json": "{}",
+            "target/analytics_dbt-finished-long-ago/run_results.json": "{}",
+            "models/stray.sql": "x",
+        },
+    )
+    two_hours_ago = time.time() - 7200
+    long_ago = copy / "target" / "analytics_dbt-finished-long-ago" / "run_results.json"
+    os.utime(long_ago, (two_hours_ago, two_hours_ago))
 
     component.write_state_to_path(state_path)
 
-    assert (copy / "target" / "analytics_dbt-run1" / "run" / "a.sql").read_text() == "a run's"
+    runs = {path.name for path in (copy / "target").iterdir() if path.is_dir()}
+    assert runs == {"analytics_dbt-running", "analytics_dbt-finished"}
+    assert (copy / "target" / "analytics_dbt-running" / "run" / "a.sql").read_text() == "dbt writes"
     assert not (copy / "models" / "stray.sql").exists()
 
 

@@ -6,15 +6,20 @@ is brought up to date instead: a file is copied again only when its size or modi
 differs (as rsync decides), and what the project no longer has is deleted, but for what runs
 write: Dagster's runs build in this copy, and dagster-dbt gives each run a folder of its own in
 dbt's target folder, which a refresh (`dg check defs`, a reload of `dg dev`) must not delete
-under a run that is writing it.
+under a run that is writing it, nor keep for ever (1.5 MB a run for the demo, the size of the
+manifest and more at 5,000 models). A run's folder goes once its dbt has finished (dbt writes
+`run_results.json` last) and an hour has passed: the run reads it only while it records what
+dbt built.
 """
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 # dagster-dbt's snapshot leaves these out too.
 EXCLUDED_NAMES = frozenset({".git"})
+FINISHED_RUN_KEPT_SECONDS = 3600
 
 
 def mirror(source: Path, destination: Path, runs_write_in: Path | None = None) -> None:
@@ -22,6 +27,8 @@ def mirror(source: Path, destination: Path, runs_write_in: Path | None = None) -
     `runs_write_in` (relative: dbt's target folder), only add and update."""
     kept = _copy_changed_files(source, destination)
     _delete_what_is_not(kept, destination, runs_write_in)
+    if runs_write_in is not None:
+        _delete_finished_runs(kept, destination, runs_write_in)
 
 
 def _copy_changed_files(source: Path, destination: Path) -> set[Path]:
@@ -77,3 +84,22 @@ def _delete_what_is_not(kept: set[Path], destination: Path, runs_write_in: Path 
                 (here / name).unlink()
         if relative not in kept:
             here.rmdir()
+
+
+def _delete_finished_runs(kept: set[Path], destination: Path, runs_write_in: Path) -> None:
+    """Each folder of dbt's target folder that the project lacks is a run's: deleted once its
+    dbt finished more than `FINISHED_RUN_KEPT_SECONDS` ago."""
+    runs = destination / runs_write_in
+    if not runs.is_dir():
+        return
+    finished_before = time.time() - FINISHED_RUN_KEPT_SECONDS
+    for run in runs.iterdir():
+        if runs_write_in / run.name not in kept and _finished_before(run, finished_before):
+            shutil.rmtree(run, ignore_errors=True)  # a refresh at the same time may delete it too
+
+
+def _finished_before(run: Path, moment: float) -> bool:
+    try:
+        return (run / "run_results.json").stat().st_mtime < moment
+    except (FileNotFoundError, NotADirectoryError):  # running, or not a run's folder
+        return False
