@@ -267,6 +267,7 @@ STOCK_TESTS = (
     "tests/test_automation_tables.py",
     "tests/test_test_gate.py",
     "tests/test_code_versions.py",
+    "tests/test_source_observations.py",
     "tests/test_tags_and_selection.py",
     "tests/test_sensor_splitting.py",
     "tests/test_schedule.py",

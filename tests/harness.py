@@ -6,7 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +21,7 @@ from dagster._core.events import (
 from dagster._core.execution.api import execute_run_iterator
 
 from dbt_automation_demo import replay
+from dbt_automation_demo.components.source_observations import HAS_DATA_CHECK
 from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tests)
     Ticker,
     build_defs,
@@ -198,10 +199,15 @@ def edit_sql(project_dir: Path, model: str, new_sql: str) -> None:
     sql_file(project_dir, model).write_text(new_sql)
 
 
-def add_comment(project_dir: Path, model: str) -> None:
-    """The smallest SQL edit: a comment changes the file's checksum, so its code version."""
+def edit_logic(project_dir: Path, model: str) -> None:
+    """The smallest edit of a model's logic (a comment would not do: it is not logic), which
+    changes its code version and compiles to the same SQL."""
     path = sql_file(project_dir, model)
-    path.write_text(path.read_text() + "-- edited by a test\n")
+    path.write_text(path.read_text() + NEUTRAL_EDIT)
+
+
+# Jinja that renders nothing: code, where a comment is not.
+NEUTRAL_EDIT = "{% set edited = true %}\n"
 
 
 def dg_in(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -250,9 +256,72 @@ sources:
 REFUNDS_SQL = "select count(*) as refund_count from {{ source('shop', 'external_refunds') }}\n"
 
 
+# A landing zone read through dbt sources (dbt-duckdb's `external_location`): `payments` sets
+# `loaded_at_field` and a freshness (observed through `dbt source freshness`), `refunds` neither
+# (observed by its files); a view over each.
+LANDING_SOURCES_YML = """
+version: 2
+sources:
+  - name: landing
+    tables:
+      - name: payments
+        config:
+          loaded_at_field: loaded_at
+          freshness:
+            warn_after: {count: 1, period: hour}
+            error_after: {count: 1, period: day}
+          meta:
+            external_location: "read_csv('landing/payments/*.csv', union_by_name = true)"
+      - name: refunds
+        config:
+          meta:
+            external_location: "landing/refunds/*.csv"
+"""
+VIEWS_OVER_THE_LANDING_ZONE = {
+    "stg_payments": "select order_id, amount from {{ source('landing', 'payments') }}\n",
+    "stg_refunds": "select order_id from {{ source('landing', 'refunds') }}\n",
+}
+
+
+def add_a_landing_zone(project: Path) -> Path:
+    """Two sources over an empty landing folder, and a view over each, in the dbt project."""
+    (project / "models" / "staging" / "sources.yml").write_text(LANDING_SOURCES_YML)
+    for name, sql in VIEWS_OVER_THE_LANDING_ZONE.items():
+        (project / "models" / "staging" / f"{name}.sql").write_text(sql)
+    for table in ("payments", "refunds"):
+        (project / "landing" / table).mkdir(parents=True)
+    return project
+
+
+def land(project: Path, table: str, batch: int, loaded_at: datetime | None = None) -> None:
+    """A batch of one row lands in the table's folder, as an EL tool drops a file (stamped
+    `loaded_at`, by default a minute per batch after a fixed time)."""
+    loaded_at = loaded_at or datetime(2031, 3, 4, 10, batch, tzinfo=UTC)
+    header, row = {
+        "payments": ("order_id,amount,loaded_at", f"{batch},{batch}.50,{loaded_at:%F %T}"),
+        "refunds": ("order_id", f"{batch}"),
+    }[table]
+    (project / "landing" / table / f"batch_{batch}.csv").write_text(f"{header}\n{row}\n")
+
+
+# The job that observes the dbt sources, as its schedule launches it.
+OBSERVE_JOB = "observe_analytics_dbt_sources_job"
+
+
+def observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """One run of the source observation job (it succeeds): each source -> None if it had
+    data, otherwise why not (what its failed `dbt_source_has_data` check says)."""
+    result = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance)
+    return {
+        check.asset_key.to_user_string(): None if check.passed else check.metadata["why not"].value
+        for check in result.get_asset_check_evaluations()
+        if check.check_name == HAS_DATA_CHECK
+    }
+
+
 def project_over_a_dbt_source(destination: Path, duckdb_file: Path) -> Path:
     """The shipped dbt project, parsed, plus a table `refund_totals` over a dbt source that
-    only exists in the DuckDB file (Dagster never materializes a source)."""
+    only exists in the DuckDB file (Dagster observes a source, never materializes it)."""
     project = copy_dbt_project(destination)
     (project / "models" / "sources.yml").write_text(SOURCES_YML)
     (project / "models" / "marts" / "refund_totals.sql").write_text(REFUNDS_SQL)

@@ -22,6 +22,10 @@ Both: requested only when not running, no parent running, and no parent missing 
 parent is requested on the same tick (parents first, in dependency order). A failed run spends
 nothing more than its request did: nothing is retried.
 
+dbt sources (observed, never built): an observation that finds new data (a new data version,
+or the first) is an update of the source, as a parent's build is; one that finds the same data
+is nothing. A source never observed with data is missing.
+
 Both, dbt's tests: never while a parent (not requested on the same tick) failed: its latest
 blocking test failed on its latest build, or its latest run failed without building it. A run
 that fails skips what is downstream of a failure in it (a failed test, or a target it did not
@@ -87,6 +91,13 @@ class ReferenceModel:
 
     def edit(self, name: str) -> None:
         self.edited.add(name)
+
+    def observed(self, source: str, new_data: bool) -> None:
+        """An observation of a dbt source: with new data (or its first data), or the same."""
+        self.events += 1
+        if new_data or source not in self.built:
+            self.built.add(source)
+            self.last_built[source] = (self.events, frozenset())
 
     def run_started(self, run_id: str, targets: Iterable[str]) -> None:
         self.running[run_id] = frozenset(targets)
@@ -187,7 +198,7 @@ class ReferenceModel:
         ordered: list[str] = []
 
         def visit(name: str) -> None:
-            if name not in ordered:
+            if name not in ordered and name in self.assets:  # a dbt source is not evaluated
                 for parent in sorted(self.assets[name].parents):
                     visit(parent)
                 ordered.append(name)

@@ -15,6 +15,7 @@ from harness import (
     end_run,
     materialize,
     names,
+    observe,
     project_over_a_dbt_source,
     ready,
     reload_defs,
@@ -129,10 +130,16 @@ def test_cron_tick_right_after_a_tables_request_requests_it_again(
 def test_table_below_a_dbt_source_still_refreshes_daily(
     tmp_path, duckdb_file, instance, before_daily_tick
 ):
+    """Once the source (a DuckDB table) has been observed with data; it is observed again,
+    with the same data, before the next day's tick."""
     project = project_over_a_dbt_source(tmp_path / "with_source", duckdb_file)
     _, ticker = ready(project, instance, before_daily_tick)
+    assert observe(ticker.defs, instance) == {"shop/external_refunds": None}
     assert ticker.tick(after=HOUR) == ALL_ASSETS | {"refund_totals"}
     assert ticker.tick() == set()
+    assert observe(ticker.defs, instance) == {"shop/external_refunds": None}
+    assert [ticker.tick(after=2 * HOUR) for _ in range(11)] == [set()] * 11
+    assert ticker.tick(after=2 * HOUR) == ALL_ASSETS | {"refund_totals"}
 
 
 def test_failed_table_run_is_not_retried_before_the_next_daily_tick(

@@ -5,8 +5,8 @@ from dagster import DagsterRunStatus
 
 from harness import (
     Ticker,
-    add_comment,
     build_defs,
+    edit_logic,
     edit_sql,
     end_run,
     materialize,
@@ -48,7 +48,7 @@ def test_edited_view_sql_requests_that_view_only_once(
     dbt_project, built_instance, after_daily_tick
 ):
     _, ticker = ready(dbt_project, built_instance, after_daily_tick)
-    add_comment(dbt_project, "stg_customers")
+    edit_logic(dbt_project, "stg_customers")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_customers"}
     assert ticker.tick() == set()
@@ -76,7 +76,7 @@ def test_sql_edit_right_after_the_views_request_requests_it_again(
     materialize(defs, built_instance, ["raw_customers"])
     assert ticker.tick() == {"stg_customers"}  # T
     materialize(defs, built_instance, ["stg_customers"])
-    add_comment(dbt_project, "stg_customers")  # edited and reloaded before T+1
+    edit_logic(dbt_project, "stg_customers")  # edited and reloaded before T+1
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_customers"}  # T+1
     assert ticker.tick() == set()
@@ -135,7 +135,7 @@ def test_view_waits_while_a_parent_runs_and_its_sql_edit_is_not_lost(
 ):
     defs, ticker = ready(dbt_project, built_instance, after_daily_tick)
     running = start_run(defs, built_instance, ["raw_orders"])
-    add_comment(dbt_project, "stg_orders")
+    edit_logic(dbt_project, "stg_orders")
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == set()
     assert ticker.tick() == set()
@@ -173,7 +173,7 @@ def test_sql_edit_before_its_seed_exists_requests_nothing_until_the_seed_is_buil
     defs = build_defs(dbt_project)
     ticker = Ticker(defs, instance, after_daily_tick)
     assert ticker.tick() == set()  # a fresh instance: nothing exists
-    add_comment(dbt_project, "stg_customers")
+    edit_logic(dbt_project, "stg_customers")
     ticker.defs = reload_defs(dbt_project)
     assert [ticker.tick() for _ in range(2)] == [set(), set()]  # raw_customers is missing
 
@@ -204,7 +204,7 @@ def test_view_built_by_hand_while_its_sql_edit_waits_is_requested_once_more(
     dbt_project, built_instance, after_daily_tick
 ):
     _, ticker = ready(dbt_project, built_instance, after_daily_tick)
-    add_comment(dbt_project, "stg_orders")
+    edit_logic(dbt_project, "stg_orders")
     ticker.defs = reload_defs(dbt_project)
     materialize(ticker.defs, built_instance, ["stg_orders"])  # only a request spends the edit
     assert ticker.tick() == {"stg_orders"}

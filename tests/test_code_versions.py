@@ -1,7 +1,7 @@
 """A model's code version follows what dbt compiles: its SQL, the macros it calls and the
-ephemeral models it inlines. So an edit anywhere in that requests the views it changes, once,
-and an edit that changes no compiled SQL requests nothing; checked against dbt's own
-`state:modified`."""
+ephemeral models it inlines, without their comments and layout. So an edit of logic anywhere
+in that requests the views it changes, once, and an edit that changes no logic requests
+nothing; checked against dbt's own `state:modified`."""
 
 import json
 import shutil
@@ -79,12 +79,28 @@ EDITS = {
         {"order_totals"},
     ),
     "an_ephemeral_model": (
-        lambda p: append(p / "models/staging/base_customers.sql", "-- edited\n"),
+        lambda p: append(p / "models/staging/base_customers.sql", "where id is not null\n"),
         {"base_customers", "stg_customers"},
     ),
     "a_views_own_sql": (
-        lambda p: append(p / "models/staging/stg_orders.sql", "-- edited\n"),
+        lambda p: replace(
+            p / "models/staging/stg_orders.sql", "status,", "upper(status) as status,"
+        ),
         {"stg_orders"},
+    ),
+    "a_string_literal": (
+        lambda p: replace(p / "models/staging/stg_customers.sql", "' ' ||", "'  ' ||"),
+        {"stg_customers"},
+    ),
+    "comments_and_layout_only": (
+        lambda p: (
+            replace(
+                p / "models/staging/stg_orders.sql", "    status,", "    status,  -- as loaded"
+            ),
+            replace(p / "models/staging/stg_customers.sql", "select\n", "{# people #}\nselect\n\n"),
+            replace(p / STG_ORDERS_MACRO, "/ 100.0", "/  100.0 /* cents */"),
+        ),
+        set(),
     ),
     "a_description": (
         lambda p: replace(p / "models/staging/schema.yml", DESCRIPTION, DESCRIPTION + " Edited."),
@@ -102,8 +118,13 @@ EDITS = {
 
 
 # dbt selects an edited ephemeral model, not the models that inline it (`state:modified+` would
-# add every descendant); their compiled SQL changed, so their code versions do.
-DBT_DIFFERS = {"an_ephemeral_model": {"base_customers"}}
+# add every descendant); their compiled SQL changed, so their code versions do. dbt selects a
+# model whose comments or layout changed, or that calls a macro whose did; dbt State and these
+# code versions do not (README: what counts as an edit).
+DBT_DIFFERS = {
+    "an_ephemeral_model": {"base_customers"},
+    "comments_and_layout_only": {"stg_orders", "stg_customers", "order_totals"},
+}
 
 
 def model_code_versions(project: Path) -> dict[str, str | None]:
@@ -188,10 +209,23 @@ def test_ephemeral_model_edit_requests_the_views_that_inline_it(
     materialize(ticker.defs, built_instance, ["stg_customers"])
     assert ticker.tick() == set()
 
-    append(dbt_project / "models/staging/base_customers.sql", "-- edited\n")
+    EDITS["an_ephemeral_model"][0](dbt_project)
     ticker.defs = reload_defs(dbt_project)
     assert ticker.tick() == {"stg_customers"}
     assert ticker.tick() == set()
+
+
+@pytest.mark.both_storages
+def test_a_comment_only_edit_requests_nothing(dbt_project, built_instance, after_daily_tick):
+    """Comments and layout in views, in a macro they call: no view is requested; then a real
+    edit of the same view is."""
+    _, ticker = ready(dbt_project, built_instance, after_daily_tick)
+    EDITS["comments_and_layout_only"][0](dbt_project)
+    ticker.defs = reload_defs(dbt_project)
+    assert ticker.tick() == set()
+    EDITS["a_views_own_sql"][0](dbt_project)
+    ticker.defs = reload_defs(dbt_project)
+    assert ticker.tick() == {"stg_orders"}
 
 
 @pytest.mark.both_storages

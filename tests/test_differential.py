@@ -8,8 +8,10 @@ clock that crosses cron ticks. Each evaluation evaluates both sides, each with i
 over the same instance, and their true subsets must be equal for every asset. A failure prints
 the sequence as a timeline.
 
-The graph: a dbt-like source `src` (external: Dagster never builds it) under `a`; `b`; `c` reads
-`a` and `b`; `d` reads `c`. `a` and `c` have blocking checks, as dbt's error-severity tests are.
+The graph: a source `src` nobody observes (external: it never gets an event) under `a`; an
+observed dbt source `obs` (observable, tagged as the component tags it; observations bring new
+data or the same) under `b`; `c` reads `a` and `b`; `d` reads `c`. `a` and `c` have blocking
+checks, as dbt's error-severity tests are.
 """
 
 import itertools
@@ -31,6 +33,8 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from dbt_automation_demo.automation import (
+    OBSERVED,
+    OBSERVED_SOURCE_TAG,
     any_parent_updated,
     running_at_last_tick,
     safe_to_run,
@@ -39,7 +43,7 @@ from dbt_automation_demo.automation import (
 from harness import report_event, start_recorded_run
 
 CRON, TIMEZONE = "*/15 * * * *", "UTC"
-PARENTS = {"a": ["src"], "b": [], "c": ["a", "b"], "d": ["c"]}
+PARENTS = {"a": ["src"], "b": ["obs"], "c": ["a", "b"], "d": ["c"]}
 CHECKED = ("a", "c")
 ORDER = list(PARENTS)
 START = datetime(2031, 1, 6, 5, 50, tzinfo=UTC)
@@ -81,7 +85,13 @@ def graph_with(condition: dg.AutomationCondition) -> dg.Definitions:
     def graph():  # never executed: runs are recorded, not run
         raise NotImplementedError
 
-    return dg.Definitions(assets=[graph, dg.AssetSpec("src")])
+    observed = dg.AssetSpec("obs", tags={OBSERVED_SOURCE_TAG: OBSERVED})
+
+    @dg.multi_observable_source_asset(specs=[observed])
+    def observe():  # never executed: observations are recorded
+        raise NotImplementedError
+
+    return dg.Definitions(assets=[graph, observe, dg.AssetSpec("src")])
 
 
 TARGETS = st.sets(st.sampled_from(ORDER), min_size=1)
@@ -90,7 +100,8 @@ START_RUN = st.tuples(st.just("start"), TARGETS)
 END_RUN = st.tuples(st.just("end"), st.integers(0, 5), FAILS_AT, st.booleans())
 RUN_NOW = st.tuples(st.just("run_now"), TARGETS, FAILS_AT, st.booleans())
 TICK = st.tuples(st.just("tick"), st.sampled_from([1, 2, 7, 15, 31]))
-STEPS = st.lists(st.one_of(RUN_NOW, TICK, START_RUN, END_RUN), min_size=4, max_size=20)
+OBSERVE = st.tuples(st.just("observe"), st.booleans())
+STEPS = st.lists(st.one_of(RUN_NOW, TICK, START_RUN, END_RUN, OBSERVE), min_size=4, max_size=20)
 
 
 class Instance:
@@ -103,6 +114,8 @@ class Instance:
         self.cursors: dict[bool, object] = {True: None, False: None}
         self.open_runs: list[tuple[dg.DagsterRun, list[str]]] = []
         self.numbers = itertools.count(1)
+        self.data_versions = itertools.count(1)
+        self.data_version: int | None = None
         self.timeline: list[str] = []
 
     def say(self, what: str) -> None:
@@ -150,6 +163,15 @@ class Instance:
             f"run {run.run_id[:4]} ends: built {', '.join(built) or 'nothing'}, "
             f"failed or skipped {', '.join(sorted(failed)) or 'nothing'}"
         )
+
+    def observe(self, new_data: bool) -> None:
+        """An observation of `obs`, as the source observation job records one: a new data
+        version if `new_data` (or the first), else the same again."""
+        if new_data or self.data_version is None:
+            self.data_version = next(self.data_versions)
+        version = {"dagster/data_version": str(self.data_version)}
+        self.instance.report_runless_asset_event(dg.AssetObservation("obs", tags=version))
+        self.say(f"obs observed: data version {self.data_version}")
 
     def tick(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
@@ -226,10 +248,10 @@ def test_safe_to_run_names_what_holds_each_asset_back() -> None:
         ]
         for evaluated in result.results
     }
-    # a, never built and now running, holds c back for both reasons.
+    # a, never built and now running, holds c back for both reasons; obs was never observed.
     assert named == {
         "a": ["a: running"],
-        "b": [],
+        "b": ["obs: missing"],
         "c": ["a: running", "a: missing"],
         "d": ["c: missing"],
     }

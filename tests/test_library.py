@@ -122,7 +122,7 @@ def test_the_readmes_commands_install_list_scaffold_and_check_in_your_project(yo
     }
     daily = "refresh on cron '0 6 * * *' (UTC)"
     assert labels == {
-        "app/raw_events": None,  # a dbt source: Dagster never builds it
+        "app/raw_events": None,  # a dbt source: observed, never built
         "stg_events": "refresh on SQL change or parent update",
         "daily_revenue": daily,
         "user_totals": daily,

@@ -19,16 +19,17 @@ from dbt_automation_demo.internals.dbt_cli import skip_dbt_version_probe
 from harness import (
     ALL_ASSETS,
     EDGES,
+    NEUTRAL_EDIT,
     REPO_ROOT,
     SEEDS,
     SHIPPED_DBT_PROJECT,
     TABLES,
     VIEWS,
-    add_comment,
     build_defs,
     copy_dagster_project,
     copy_dbt_project,
     dg_in,
+    edit_logic,
     edit_sql,
     keys,
     materialize,
@@ -221,12 +222,12 @@ def test_refreshing_the_components_state_parses_in_this_process_and_starts_no_db
     component = CustomDbtComponent.from_attributes_dict(attributes={"project": str(project_dir)})
     with started_commands() as commands:
         component.write_state_to_path(tmp_path / "state")
-        add_comment(project_dir, "stg_orders")
+        edit_logic(project_dir, "stg_orders")
         component.write_state_to_path(tmp_path / "state")
     assert [command for command in commands if command[0] == "dbt"] == []
     manifest = json.loads((project_dir / "target" / "manifest.json").read_text())
     assert manifest["nodes"]["model.analytics_dbt.stg_orders"]["raw_code"].endswith(
-        "-- edited by a test"  # dbt keeps a model's code without its final newline
+        NEUTRAL_EDIT.rstrip()  # dbt keeps a model's code without its final newline
     )
     # dbt's artifacts and log stay in the dbt project, as with dagster-dbt's `dbt` process.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["analytics_dbt", "project", "state"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
 from dbt_automation_demo.internals.project_snapshot import mirror
-from harness import add_comment, copy_dbt_project
+from harness import copy_dbt_project, edit_logic
 
 
 def files_and_contents(folder: Path) -> dict[str, bytes]:
@@ -38,7 +38,7 @@ def test_a_refresh_copies_again_only_the_files_an_edit_changed(tmp_path):
     copy = state_path.parent / "project"
     before = change_times(copy)
 
-    add_comment(project_dir, "stg_orders")
+    edit_logic(project_dir, "stg_orders")
     component.write_state_to_path(state_path)
 
     assert files_and_contents(copy) == files_and_contents(project_dir)

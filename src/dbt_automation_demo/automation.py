@@ -33,6 +33,9 @@ from dbt_automation_demo.internals.dagster_names import (
 
 AC = dg.AutomationCondition
 
+# The tag of every dbt source the component observes (components/source_observations.py).
+OBSERVED_SOURCE_TAG = "dbt_automation_demo/source"
+OBSERVED = "observed"
 DEFAULT_DAILY_CRON = "0 6 * * *"
 DEFAULT_TIMEZONE = "UTC"
 # How long after its cron tick an asset may take before Dagster shows it as overdue.
@@ -53,14 +56,19 @@ def any_parent_updated(speedups: bool = True) -> dg.AutomationCondition:
 
 
 def safe_to_run(speedups: bool = True) -> dg.AutomationCondition:
-    """Not running, no parent running, and no parent Dagster can build missing (unless it is
-    requested on this tick); a dbt source, which Dagster never builds, never counts."""
+    """Not running, no parent running, and no parent Dagster can build or observe missing
+    (unless it is requested on this tick): an observed dbt source is missing until an
+    observation found data in it; an unobserved external asset never counts."""
     if speedups:
         return SafeToRun()
+    # The component tags every source it makes observable, and only those.
+    built_or_observed = dg.AssetSelection.all() | dg.AssetSelection.tag(
+        OBSERVED_SOURCE_TAG, OBSERVED, include_sources=True
+    )
     return (
         ~AC.in_progress()
         & ~AC.any_deps_in_progress()
-        & ~AC.any_deps_missing().allow(dg.AssetSelection.all())
+        & ~AC.any_deps_missing().allow(built_or_observed)
     )
 
 

@@ -118,9 +118,11 @@ def replay(workdir: Path) -> None:
         timeline.tick_at(10, 2)
 
         print("\n== Walkthrough 3: a view's SQL changes; that view alone is requested, once")
-        timeline.say("you    edit stg_customers.sql and reload the definitions")
+        timeline.say(
+            "you    edit stg_customers.sql (lower(trim(email))) and reload the definitions"
+        )
         sql = project / "models" / "staging" / "stg_customers.sql"
-        sql.write_text(sql.read_text() + "-- edited in the demo\n")
+        sql.write_text(sql.read_text().replace("lower(email)", "lower(trim(email))"))
         reparse(project)
         timeline.ticker.defs = defs_from_yaml(workdir)
         timeline.run(timeline.tick_at(11, 1))

@@ -25,6 +25,11 @@ from dbt_automation_demo.automation import (
     refresh_on_change,
 )
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
+from dbt_automation_demo.components.source_observations import (
+    SourceObservationArgs,
+    build_source_observations,
+    project_sources,
+)
 from dbt_automation_demo.internals.cancellable_dbt import dbt_events
 from dbt_automation_demo.internals.collector import built_once_for_the_process
 from dbt_automation_demo.internals.dbt_cli import refresh_state, skip_dbt_version_probe
@@ -230,12 +235,23 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
             examples=[{"minimum_interval_seconds": 30, "default_status": "RUNNING"}],
         ),
     ] = field(default_factory=AutomationSensorArgs)
+    source_observation: Annotated[
+        SourceObservationArgs,
+        Resolver.default(
+            description=(
+                "When the dbt sources (data loaded outside Dagster) are observed: each source "
+                "table is an observable asset whose data version changes when new data lands."
+            ),
+            examples=[{"cron": "*/5 * * * *"}],
+        ),
+    ] = field(default_factory=SourceObservationArgs)
 
     def __post_init__(self) -> None:
         # A templated value (`{{ env(...) }}`) arrives as a string, unchecked.
         self.speedups = _as_bool(self.speedups, "speedups")
         crons = {
             "daily_cron": self.daily_cron,
+            "source_observation.cron": self.source_observation.cron,
             **{f"cron_by_tag.{tag}": cron for tag, cron in self.cron_by_tag.items()},
             **{f"cron_by_path.{path}": cron for path, cron in self.cron_by_path.items()},
         }
@@ -288,7 +304,30 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
             folder_by_key=_top_folder_by_key(dbt_defs),
             default_name=f"{self.dbt_project.name}_automation_sensor",
         )
-        return dg.Definitions.merge(dbt_defs, dg.Definitions(sensors=sensors))
+        return dg.Definitions.merge(
+            dbt_defs, dg.Definitions(sensors=sensors), self._source_observations(dbt_defs)
+        )
+
+    def _source_observations(self, dbt_defs: dg.Definitions) -> dg.Definitions:
+        """The observation of every dbt source, on the dbt project the runs use (the state's)."""
+        metadata = [spec.metadata for assets_def in dbt_defs.assets for spec in assets_def.specs]
+        if not metadata:
+            return dg.Definitions()
+        manifest = metadata[0]["dagster_dbt/manifest"].manifest
+        project: DbtProject = metadata[0]["dagster_dbt/project"]
+        sources = project_sources(
+            manifest,
+            lambda unique_id: self.translator.get_asset_spec(manifest, unique_id, project).key,
+        )
+        return build_source_observations(
+            sources,
+            project,
+            self.source_observation,
+            timezone=self.cron_timezone,
+            pool=self.op.pool if self.op is not None else None,
+            duckdb_file=duckdb_path(Path(project.project_dir)),
+            speedups=self.speedups,
+        )
 
     def write_state_to_path(self, state_path: Path) -> None:
         if not (self.speedups and refresh_state(self, state_path)):

@@ -72,12 +72,13 @@ class AnyParentUpdated(BuiltinAutomationCondition):
 
 @record
 class SafeToRun(BuiltinAutomationCondition):
-    """``~in_progress() & ~any_deps_in_progress() & ~any_deps_missing().allow(all())``, in one
-    node: not running, no parent running, and no parent that Dagster can build missing
-    (unless it will be requested on this tick).
+    """``~in_progress() & ~any_deps_in_progress() & ~any_deps_missing().allow(all() |
+    observed sources)``, in one node: not running, no parent running, and no parent that
+    Dagster can build or observe missing (unless it will be requested on this tick).
 
-    A dbt source is an external asset Dagster never materializes, so it is always "missing";
-    only parents Dagster can build count, or a model over a source would never run.
+    An observed dbt source is missing until an observation found data in it. An external
+    asset that is not observable never gets an event, so it never counts (it would hold its
+    children back forever).
     """
 
     @property
@@ -319,7 +320,8 @@ async def _parent_running_or_missing(
     if candidates.is_empty:
         return []
     held = [("running", await _in_progress(context, parent, candidates))]
-    if context.asset_graph.get(parent).is_materializable:
+    node = context.asset_graph.get(parent)
+    if node.is_materializable or node.is_observable:
         missing = await context.asset_graph_view.compute_missing_subset(
             key=parent, from_subset=candidates
         )
