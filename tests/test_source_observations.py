@@ -22,7 +22,6 @@ from harness import (
     materialize,
     observe,
     parse,
-    reload_defs,
 )
 
 pytestmark = pytest.mark.usefixtures("dbt_from_a_preloaded_process")  # tests/preloaded_dbt.py
@@ -30,9 +29,11 @@ pytestmark = pytest.mark.usefixtures("dbt_from_a_preloaded_process")  # tests/pr
 NOW = datetime(2031, 3, 4, 10, 0, tzinfo=UTC)
 
 
-def project_with_a_landing_zone(destination: Path) -> Path:
-    """The shipped dbt project and its landing zone (still empty), parsed."""
+def project_with_a_landing_zone(destination: Path, **models: str) -> Path:
+    """The shipped dbt project and its landing zone (still empty), with these marts, parsed."""
     project = add_a_landing_zone(copy_dbt_project(destination))
+    for name, sql in models.items():
+        (project / "models" / "marts" / f"{name}.sql").write_text(sql)
     parse(project)
     return project
 
@@ -132,9 +133,8 @@ def test_the_source_observations_run_in_the_builds_pool(tmp_path, duckdb_file):
     """One writer on DuckDB: the observation job waits in the queue while a build runs, and a
     build while it runs (the pool of `internals/observations_in_pool.py`)."""
     project = project_with_a_landing_zone(tmp_path / "analytics_dbt")
-    defs = build_defs(
-        project, op=OpSpec(name="analytics_dbt", pool="analytics_duckdb")
-    )  # defs.yaml
+    shipped_op = OpSpec(name="analytics_dbt", pool="analytics_duckdb")  # as in defs.yaml
+    defs = build_defs(project, op=shipped_op)
     job = defs.resolve_job_def(OBSERVE_JOB)
     dbt_job = defs.resolve_implicit_global_asset_job_def()
     assert job.graph.pools == {"analytics_duckdb"} == dbt_job.graph.pools
@@ -148,11 +148,11 @@ def test_the_source_observations_run_in_the_builds_pool(tmp_path, duckdb_file):
 @pytest.mark.both_storages
 def test_a_table_below_a_source_waits_until_the_source_has_data(tmp_path, duckdb_file, instance):
     """Tables keep their cron, and are not built on a source that has no data."""
-    project = project_with_a_landing_zone(tmp_path / "analytics_dbt")
-    (project / "models" / "marts" / "refund_count.sql").write_text(
-        "select count(*) as refunds from {{ ref('stg_refunds') }}\n"
+    project = project_with_a_landing_zone(
+        tmp_path / "analytics_dbt",
+        refund_count="select count(*) as refunds from {{ ref('stg_refunds') }}\n",
     )
-    defs = reload_defs(project)
+    defs = build_defs(project)
     ticker = Ticker(defs, instance, datetime(2031, 3, 4, 5, 0, tzinfo=UTC))
     assert ticker.tick() == set()
     materialize(defs, instance, ALL_ASSETS)

@@ -310,11 +310,12 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
 
     def _source_observations(self, dbt_defs: dg.Definitions) -> dg.Definitions:
         """The observation of every dbt source, on the dbt project the runs use (the state's)."""
-        metadata = [spec.metadata for assets_def in dbt_defs.assets for spec in assets_def.specs]
-        if not metadata:
+        specs = (spec for assets_def in dbt_defs.assets for spec in assets_def.specs)
+        first = next(specs, None)
+        if first is None:
             return dg.Definitions()
-        manifest = metadata[0]["dagster_dbt/manifest"].manifest
-        project: DbtProject = metadata[0]["dagster_dbt/project"]
+        manifest = first.metadata["dagster_dbt/manifest"].manifest
+        project: DbtProject = first.metadata["dagster_dbt/project"]
         sources = project_sources(
             manifest,
             lambda unique_id: self.translator.get_asset_spec(manifest, unique_id, project).key,

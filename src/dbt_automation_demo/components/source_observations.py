@@ -90,11 +90,17 @@ class Source:
         return bool(self.node.get("loaded_at_field") or self.node.get("loaded_at_query"))
 
     @property
-    def freshness(self) -> Mapping[str, Any] | None:
-        """dbt's `freshness` config, if it sets warn_after or error_after."""
+    def freshness_criteria(self) -> dict[str, str]:
+        """dbt's `warn_after` / `error_after` that dbt checks for this source (it needs a
+        `loaded_at_*`), as `{"warn_after": "1 hour", ...}`; empty when there is none."""
+        if not self.uses_dbt_freshness:
+            return {}
         freshness = self.node.get("freshness") or {}
-        has_rule = any((freshness.get(bound) or {}).get("count") for bound in _FRESHNESS_BOUNDS)
-        return freshness if has_rule and self.uses_dbt_freshness else None
+        return {
+            bound: f"{rule['count']} {rule['period']}"
+            for bound in _FRESHNESS_BOUNDS
+            if (rule := freshness.get(bound)) and rule.get("count")
+        }
 
     @property
     def external_location(self) -> str | None:
@@ -144,7 +150,7 @@ def build_source_observations(
             description="dbt's warn_after / error_after, with dbt's verdict at each observation",
         )
         for source in sources
-        if source.freshness is not None
+        if source.freshness_criteria
     ]
 
     # can_subset: a source with no data gets no observation (its output is optional).
@@ -206,7 +212,7 @@ def observe_sources(
             asset_key=source.key, data_version=dg.DataVersion(version), metadata=metadata
         )
         yield _has_data(source, why=None)
-        if source.freshness is not None:
+        if source.freshness_criteria:
             yield _freshness_result(source, status, metadata)
 
 
@@ -265,17 +271,12 @@ def _from_dbt(
 def _freshness_result(
     source: Source, status: str | None, metadata: Mapping[str, Any]
 ) -> dg.AssetCheckResult:
-    criteria = {
-        bound: f"{rule['count']} {rule['period']}"
-        for bound, rule in (source.freshness or {}).items()
-        if bound in _FRESHNESS_BOUNDS and rule and rule.get("count")
-    }
     return dg.AssetCheckResult(
         asset_key=source.key,
         check_name=FRESHNESS_CHECK,
         passed=status == "pass",
         severity=_FRESHNESS_SEVERITY.get(status or "", dg.AssetCheckSeverity.WARN),
-        metadata={**metadata, **criteria},
+        metadata={**metadata, **source.freshness_criteria},
     )
 
 
