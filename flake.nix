@@ -47,6 +47,7 @@
             shellHook = ''
               export DAGSTER_HOME="$PWD/dagster_home"
               export DBT_DUCKDB_PATH="$PWD/analytics_dbt/data/analytics.duckdb"
+              export DBT_LANDING_ZONE="$PWD/analytics_dbt/landing"
               uv sync --frozen --group dev
               source .venv/bin/activate
             '';

@@ -19,6 +19,7 @@ ROOT = Path(__file__).parent
 PYTHON = (ROOT / ".python-version").read_text().strip()
 DAGSTER_HOME = ROOT / "dagster_home"
 DUCKDB_PATH = ROOT / "analytics_dbt" / "data" / "analytics.duckdb"
+LANDING_ZONE = ROOT / "analytics_dbt" / "landing"
 LOCAL_DEFS_STATE = ROOT / "src" / "dbt_automation_demo" / "defs" / ".local_defs_state"
 COMPOSE = ROOT / "deploy" / "compose"
 DEPLOY_IMAGE = "dbt-automation-demo:deploy"  # docker-compose.yaml's default DAGSTER_IMAGE
@@ -33,6 +34,7 @@ nox.options.reuse_venv = "yes"
 PROJECT_ENV = {
     "DAGSTER_HOME": str(DAGSTER_HOME),
     "DBT_DUCKDB_PATH": str(DUCKDB_PATH),
+    "DBT_LANDING_ZONE": str(LANDING_ZONE),
     "UV_PYTHON_DOWNLOADS": "never",
 }
 
@@ -294,6 +296,13 @@ def stock(session: nox.Session) -> None:
             f"--hypothesis-seed={STOCK_FUZZ['seed']}",
             env={"POLICY_FUZZ_EXAMPLES": str(STOCK_FUZZ["examples"])},
         )  # fmt: skip
+
+
+@nox.session(python=PYTHON, default=False)
+def land(session: nox.Session) -> None:
+    """Land a batch of payments in the landing zone (`DBT_LANDING_ZONE`), as an EL tool does."""
+    install_locked(session)
+    session.run("python", "-m", "dbt_automation_demo.land", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -20,7 +20,7 @@ import json5
 import pytest
 from docker_harness import DOCKER, HERE, base_images, checkout_copy
 
-from harness import ALL_ASSETS, REPO_ROOT
+from harness import ALL_ASSETS, REPO_ROOT, SOURCES
 from live_server import graphql, wait_for
 
 pytestmark = pytest.mark.container
@@ -34,7 +34,7 @@ READY_SECONDS = 300
 # minutes on 2 cores; this subset shows the container has what the live tests need. (PostgreSQL:
 # the first test checks the server is installed; these tests run on it on the host.)
 DOOR_TESTS = ("tests/test_live_dev_server.py", "-k", "sqlite")
-DOOR_TEST_ITEMS = 5
+DOOR_TEST_ITEMS = 6
 INSTIGATORS = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
     sensors { name sensorState { status } } schedules { name scheduleState { status } }
@@ -140,6 +140,7 @@ def test_nox_demo_prints_the_walkthroughs_inside_the_container(devcontainer):
         "== Walkthrough 3",
         "== Walkthrough 4",
         "== Walkthrough 5",
+        "== Walkthrough 6",
     ]
     (failed,) = [line for line in demo.stdout.splitlines() if "FAILED" in line]
     assert "dbt build stg_orders: FAILED: stg_orders' test accepted_values_" in failed
@@ -166,13 +167,16 @@ def test_nox_dev_inside_the_container_answers_on_the_forwarded_port(devcontainer
             READY_SECONDS,
             every=2,
         )["assetNodes"]
-        assert {"/".join(node["assetKey"]["path"]) for node in asset_nodes} == ALL_ASSETS
+        assert {"/".join(node["assetKey"]["path"]) for node in asset_nodes} == (
+            ALL_ASSETS | SOURCES
+        )
         (repo,) = graphql_from_the_host(INSTIGATORS)["repositoriesOrError"]["nodes"]
         assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [
             ("analytics_automation_sensor", "RUNNING")
         ]
-        assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [
-            ("hourly_dbt_tables_job_schedule", "RUNNING")
+        assert sorted((s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]) == [
+            ("hourly_dbt_tables_job_schedule", "RUNNING"),
+            ("observe_analytics_dbt_sources_schedule", "RUNNING"),
         ]
     finally:
         devcontainer.exec("pkill", "-TERM", "-f", "dbt_automation_demo.dev_server", timeout=60)

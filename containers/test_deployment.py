@@ -22,7 +22,7 @@ import pytest
 import yaml
 from docker_harness import base_images, checkout_copy, docker
 
-from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows, readme_block
+from harness import ALL_ASSETS, REPO_ROOT, SOURCES, WHOLE_MARTS, mart_rows, readme_block
 from live_server import (
     INSTIGATORS,
     SENSOR_INTERVAL_SECONDS,
@@ -31,6 +31,7 @@ from live_server import (
     finished,
     graphql,
     launch_run,
+    observed_by_hand_only,
     stop_the_hourly_schedule,
     wait_for,
     wait_until_clear_of_clock_ticks,
@@ -102,6 +103,9 @@ def deployment(docker_engine, tmp_path_factory) -> Iterator[Deployment]:
         # The sensor every 5 s instead of 30 (as the live tests): the waits for "nothing else
         # follows" are counted in ticks.
         "AUTOMATION_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS),
+        # The sources' first observation would launch a run of stg_payments at a moment no
+        # test chooses: these tests observe nothing.
+        "DBT_SOURCE_OBSERVATION_CRON": observed_by_hand_only(),
     }
     deployment = Deployment(checkout, env)
     wait_until_clear_of_clock_ticks()
@@ -164,16 +168,17 @@ def warehouse_rows(folder: Path) -> dict[str, int]:
     return mart_rows(folder / "analytics.duckdb")
 
 
-def test_the_webserver_shows_the_seven_assets_the_sensor_and_the_schedule_running(deployment):
+def test_the_webserver_shows_the_assets_the_sensor_and_the_schedules_running(deployment):
     nodes = wait_for("the webserver to load the code server", lambda: loaded(deployment),
                      READY_SECONDS)  # fmt: skip
-    assert {"/".join(node["assetKey"]["path"]) for node in nodes} == ALL_ASSETS
+    assert {"/".join(node["assetKey"]["path"]) for node in nodes} == ALL_ASSETS | SOURCES
     (repo,) = deployment.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
     assert [(s["name"], s["sensorState"]["status"]) for s in repo["sensors"]] == [
         ("analytics_automation_sensor", "RUNNING")
     ]
-    assert [(s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]] == [
-        ("hourly_dbt_tables_job_schedule", "RUNNING")
+    assert sorted((s["name"], s["scheduleState"]["status"]) for s in repo["schedules"]) == [
+        ("hourly_dbt_tables_job_schedule", "RUNNING"),
+        ("observe_analytics_dbt_sources_schedule", "RUNNING"),
     ]
     assert service_containers() == {
         "postgresql": ("postgres:15-bookworm", "running"),

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from docker_harness import DOCKER, base_images, checkout_copy, docker
 
-from harness import ALL_ASSETS, REPO_ROOT, WHOLE_MARTS, mart_rows
-from live_server import free_port, graphql, launch_run, wait_for
+from harness import ALL_ASSETS, REPO_ROOT, SOURCES, WHOLE_MARTS, mart_rows
+from live_server import free_port, graphql, launch_run, observed_by_hand_only, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -90,6 +90,8 @@ def deployment(image, tmp_path_factory) -> Iterator[Deployment]:
         "--network=host",
         *("--volume", f"{shared}:{shared}"),
         *("--env", f"DBT_DUCKDB_PATH={shared / 'warehouse' / 'analytics.duckdb'}"),
+        # No source observation during the tests (its first would launch a run of stg_payments).
+        *("--env", f"DBT_SOURCE_OBSERVATION_CRON={observed_by_hand_only()}"),
         image,
     )
     assert started.returncode == 0, started.stderr
@@ -138,15 +140,16 @@ def loaded(deployment: Deployment) -> list | None:
         return None
 
 
-def test_the_image_serves_the_seven_assets_the_sensor_and_the_schedule_over_grpc(deployment):
+def test_the_image_serves_the_assets_the_sensor_and_the_schedules_over_grpc(deployment):
     asset_nodes = wait_for(
         "the host to load the image's code", lambda: loaded(deployment), READY_SECONDS
     )
-    assert {"/".join(node["assetKey"]["path"]) for node in asset_nodes} == ALL_ASSETS
+    assert {"/".join(node["assetKey"]["path"]) for node in asset_nodes} == ALL_ASSETS | SOURCES
     (repo,) = deployment.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
     assert [sensor["name"] for sensor in repo["sensors"]] == ["analytics_automation_sensor"]
-    assert [schedule["name"] for schedule in repo["schedules"]] == [
-        "hourly_dbt_tables_job_schedule"
+    assert sorted(schedule["name"] for schedule in repo["schedules"]) == [
+        "hourly_dbt_tables_job_schedule",
+        "observe_analytics_dbt_sources_schedule",
     ]
 
 

@@ -37,6 +37,13 @@ BEFORE_DAILY_TICK = SIMULATED_DAY.replace(hour=5, minute=0)
 AFTER_DAILY_TICK = SIMULATED_DAY.replace(hour=9, minute=0)
 
 
+@pytest.fixture(autouse=True)
+def landing_zone_of_the_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each copy of the dbt project reads its own landing zone (the source's default, relative to
+    the project), never the checkout's that `nox -s` points DBT_LANDING_ZONE at."""
+    monkeypatch.delenv("DBT_LANDING_ZONE", raising=False)
+
+
 @pytest.fixture
 def duckdb_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh DuckDB file (not yet created) that dbt and the component will write."""

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -43,14 +44,20 @@ DEPLOY_INSTANCE_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
 STORAGES = ("sqlite", "postgres")
 
 SEEDS = {"raw_customers", "raw_orders"}
-VIEWS = {"stg_customers", "stg_orders"}
+VIEWS = {"stg_customers", "stg_orders"}  # the views over seeds
+SOURCES = {"landing/payments"}  # observed, never materialized
+VIEWS_OVER_SOURCES = {"stg_payments"}
+EVERY_VIEW = VIEWS | VIEWS_OVER_SOURCES
 TABLES = {"customer_orders", "customer_segments", "order_summary"}
-ALL_ASSETS = SEEDS | VIEWS | TABLES
+ALL_ASSETS = SEEDS | VIEWS | VIEWS_OVER_SOURCES | TABLES  # every asset Dagster materializes
+# What a daily tick requests: every asset but the views over sources, which follow observations.
+DAILY_TICK = SEEDS | VIEWS | TABLES
 # The marts' row counts after a whole build of the shipped seeds.
 WHOLE_MARTS = {"customer_orders": 100, "customer_segments": 100, "order_summary": 12}
 EDGES = {  # (parent, child): the designed lineage
     ("raw_customers", "stg_customers"),
     ("raw_orders", "stg_orders"),
+    ("landing/payments", "stg_payments"),
     ("stg_customers", "customer_orders"),
     ("stg_orders", "customer_orders"),
     ("customer_orders", "customer_segments"),
@@ -258,7 +265,7 @@ REFUNDS_SQL = "select count(*) as refund_count from {{ source('shop', 'external_
 
 # A landing zone read through dbt sources (dbt-duckdb's `external_location`): `payments` sets
 # `loaded_at_field` and a freshness (observed through `dbt source freshness`), `refunds` neither
-# (observed by its files); a view over each.
+# (observed by its files); a view over each (the shipped stg_payments, and stg_refunds).
 LANDING_SOURCES_YML = """
 version: 2
 sources:
@@ -277,14 +284,15 @@ sources:
           meta:
             external_location: "landing/refunds/*.csv"
 """
-VIEWS_OVER_THE_LANDING_ZONE = {
-    "stg_payments": "select order_id, amount from {{ source('landing', 'payments') }}\n",
+VIEWS_OVER_THE_LANDING_ZONE = {  # beside the shipped stg_payments
     "stg_refunds": "select order_id from {{ source('landing', 'refunds') }}\n",
 }
 
 
 def add_a_landing_zone(project: Path) -> Path:
-    """Two sources over an empty landing folder, and a view over each, in the dbt project."""
+    """Two sources over an empty landing folder, and a view over each, in the dbt project (in
+    place of the shipped landing zone and its first batch; the shipped stg_payments stays)."""
+    shutil.rmtree(project / "landing")
     (project / "models" / "staging" / "sources.yml").write_text(LANDING_SOURCES_YML)
     for name, sql in VIEWS_OVER_THE_LANDING_ZONE.items():
         (project / "models" / "staging" / f"{name}.sql").write_text(sql)
@@ -298,7 +306,10 @@ def land(project: Path, table: str, batch: int, loaded_at: datetime | None = Non
     `loaded_at`, by default a minute per batch after a fixed time)."""
     loaded_at = loaded_at or datetime(2031, 3, 4, 10, batch, tzinfo=UTC)
     header, row = {
-        "payments": ("order_id,amount,loaded_at", f"{batch},{batch}.50,{loaded_at:%F %T}"),
+        "payments": (
+            "payment_id,order_id,amount_cents,loaded_at",
+            f"{batch},{batch},{batch}50,{loaded_at:%F %T}",
+        ),
         "refunds": ("order_id", f"{batch}"),
     }[table]
     (project / "landing" / table / f"batch_{batch}.csv").write_text(f"{header}\n{row}\n")

@@ -17,11 +17,19 @@ from typing import Any
 
 import psutil
 
-from harness import project_env
+from harness import ASSET_JOB, project_env
 
 READY_SECONDS = 180
 DOCUMENTED_PORT = 3000  # the README's http://127.0.0.1:3000
 SENSOR_INTERVAL_SECONDS = 5
+
+
+def observed_by_hand_only() -> str:
+    """A cron for the source observation that does not come within a server's life (daily,
+    twelve hours from now): the tests launch each observation themselves, so the first one,
+    which finds the landing zone's first batch, does not land in another test's window."""
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)
+    return f"{later.minute} {later.hour} * * *"
 
 
 def free_port() -> int:
@@ -56,6 +64,7 @@ class DevServer:
             project,
             PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
             AUTOMATION_SENSOR_INTERVAL_SECONDS=str(SENSOR_INTERVAL_SECONDS),
+            DBT_SOURCE_OBSERVATION_CRON=observed_by_hand_only(),
             **extra_env,
         )
         self.log = log
@@ -152,6 +161,9 @@ def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
     )
 
 
+RUN_TIMES = """
+{ runsOrError { ... on Runs { results { runId status startTime endTime } } } }
+"""
 RUNS = """
 { runsOrError { ... on Runs { results {
     runId status creationTime tags { key value } assetSelection { path }
@@ -160,10 +172,11 @@ RUNS = """
 
 
 LAUNCH = """
-mutation Launch($location: String!, $repository: String!, $assets: [AssetKeyInput!]) {
+mutation Launch($location: String!, $repository: String!, $job: String!,
+                $assets: [AssetKeyInput!]) {
   launchRun(executionParams: {
     selector: {repositoryLocationName: $location, repositoryName: $repository,
-               jobName: "__ASSET_JOB", assetSelection: $assets}
+               jobName: $job, assetSelection: $assets}
     mode: "default"
   }) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
 }
@@ -173,14 +186,16 @@ REPOSITORY = (
 )
 
 
-def launch_run(server: Any, assets: Iterable[str] | None) -> str:
+def launch_run(server: Any, assets: Iterable[str] | None, job: str = ASSET_JOB) -> str:
     """A run of the asset job on `server` (anything with a `graphql` method), of `assets` named
-    as the UI's *Materialize* sends them, or of the whole job (None, no selection recorded)."""
+    as the UI's *Materialize* sends them, or of the whole job (None, no selection recorded);
+    or a run of another job, as its schedule or the *Jobs* page launches it."""
     (repo,) = server.graphql(REPOSITORY)["repositoriesOrError"]["nodes"]
     result = server.graphql(
         LAUNCH,
         location=repo["location"]["name"],
         repository=repo["name"],
+        job=job,
         assets=None if assets is None else [{"path": [name]} for name in sorted(assets)],
     )["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result

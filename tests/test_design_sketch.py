@@ -9,6 +9,7 @@ from dbt_automation_demo.automation import sketch_table_policy, sketch_view_poli
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
 from harness import (
     ALL_ASSETS,
+    EVERY_VIEW,
     SEEDS,
     TABLES,
     Ticker,
@@ -56,8 +57,8 @@ def sketch_ready(dbt_project, instance, now):
 
 def test_sketch_view_ignores_its_seed_update(dbt_project, instance, after_daily_tick):
     defs, ticker = sketch_ready(dbt_project, instance, after_daily_tick)
-    assert ticker.tick() == {"stg_customers", "stg_orders"}  # its own update, see below
-    materialize(defs, instance, ["stg_customers", "stg_orders"])
+    assert ticker.tick() == EVERY_VIEW  # its own update, see below
+    materialize(defs, instance, EVERY_VIEW)
     ticker.tick()
     materialize(defs, instance, ["raw_customers"])
     assert ticker.tick() == set()  # walkthrough 2 expects stg_customers here
@@ -68,8 +69,8 @@ def test_sketch_view_requests_itself_after_each_of_its_own_runs(
 ):
     defs, ticker = sketch_ready(dbt_project, instance, after_daily_tick)
     for _ in range(2):
-        assert ticker.tick() == {"stg_customers", "stg_orders"}
-        materialize(defs, instance, ["stg_customers", "stg_orders"])
+        assert ticker.tick() == EVERY_VIEW
+        materialize(defs, instance, EVERY_VIEW)
 
 
 def test_sketch_table_never_refreshes_below_views_that_did_not_change(
@@ -77,7 +78,7 @@ def test_sketch_table_never_refreshes_below_views_that_did_not_change(
 ):
     defs, ticker = sketch_ready(dbt_project, instance, before_daily_tick)
     ticker.tick()
-    materialize(defs, instance, ["stg_customers", "stg_orders"])  # settle the views' own loop
+    materialize(defs, instance, EVERY_VIEW)  # settle the views' own loop
     ticker.tick()
     assert ticker.tick_at(before_daily_tick.replace(hour=6)) == SEEDS
     materialize(defs, instance, SEEDS)

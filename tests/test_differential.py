@@ -251,7 +251,7 @@ def test_safe_to_run_names_what_holds_each_asset_back() -> None:
     # a, never built and now running, holds c back for both reasons; obs was never observed.
     assert named == {
         "a": ["a: running"],
-        "b": ["obs: missing"],
+        "b": ["obs: not observed with data yet"],
         "c": ["a: running", "a: missing"],
         "d": ["c: missing"],
     }

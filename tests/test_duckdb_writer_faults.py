@@ -21,6 +21,7 @@ import pytest
 
 from harness import ALL_ASSETS, WHOLE_MARTS, copy_dagster_project, mart_rows, readme_block
 from live_server import (
+    RUN_TIMES,
     DevServer,
     is_running,
     kill_leftovers,
@@ -74,9 +75,6 @@ SLOW_MODEL = """
 select count(*) as multiples_of_seven from range(100000000000) where hash(range) % 7 = 0
 """
 CANCEL_BOUND_SECONDS = 60  # dbt stops a query at once on SIGINT; dagster-dbt waits up to 25 s
-RUN_TIMES = """
-{ runsOrError { ... on Runs { results { runId status startTime endTime } } } }
-"""
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +109,9 @@ def quiet_dev_server(folder: Path, edit=lambda project: None) -> Iterator[DevSer
 
 
 def launch_everything(server: DevServer) -> str:
-    return launch_run(server, assets=None)
+    """Every asset, named, as the UI's *Materialize all* sends them (not the source, which the
+    whole job would observe first)."""
+    return launch_run(server, assets=ALL_ASSETS)
 
 
 def statuses(server: DevServer, run_ids: list[str]) -> list[str]:
@@ -195,7 +195,7 @@ def test_a_run_cancelled_mid_build_stops_dbt_and_records_what_it_built(
     server_with_a_slow_model,
 ):
     server = server_with_a_slow_model
-    cancelled_run = launch_everything(server)
+    cancelled_run = launch_run(server, assets=ALL_ASSETS | {"slow_count"})
     next_run = launch_run(server, assets=ALL_ASSETS)  # queued behind it; all but the slow model
     wait_for(
         "dbt to start building the slow model, after every mart",

@@ -105,6 +105,7 @@ def test_devcontainer_first_start_is_the_readme_bootstrap_with_the_same_defaults
     assert DEVCONTAINER["containerEnv"] == {
         "DAGSTER_HOME": "${containerWorkspaceFolder}/dagster_home",
         "DBT_DUCKDB_PATH": "${containerWorkspaceFolder}/analytics_dbt/data/analytics.duckdb",
+        "DBT_LANDING_ZONE": "${containerWorkspaceFolder}/analytics_dbt/landing",
         "UV_PYTHON_DOWNLOADS": "never",
     }
     assert DEVCONTAINER["forwardPorts"] == [3000]
@@ -214,6 +215,7 @@ def test_dev_shell_has_the_tools_and_the_project_defaults(system):
     assert shell["shellHook"].splitlines() == [
         'export DAGSTER_HOME="$PWD/dagster_home"',
         'export DBT_DUCKDB_PATH="$PWD/analytics_dbt/data/analytics.duckdb"',
+        'export DBT_LANDING_ZONE="$PWD/analytics_dbt/landing"',
         "uv sync --frozen --group dev",
         "source .venv/bin/activate",
     ]

@@ -10,24 +10,30 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from dbt_automation_demo.components.source_observations import FRESHNESS_CHECK, HAS_DATA_CHECK
 from harness import (
     ALL_ASSETS,
     DEPLOY_INSTANCE_CONFIG,
+    EVERY_VIEW,
+    OBSERVE_JOB,
     SHIPPED_DBT_PROJECT,
+    SOURCES,
     STORAGES,
     TABLES,
-    VIEWS,
     copy_dagster_project,
 )
 from live_server import (
     READY_SECONDS,
     RUN_SECONDS,
+    RUN_TIMES,
     DevServer,
     automation_runs,
     expect_one_automation_run_of,
@@ -37,6 +43,7 @@ from live_server import (
     repository,
     runs,
     stop_the_hourly_schedule,
+    timeline,
     wait_for,
     wait_for_sensor_ticks,
     wait_until_clear_of_clock_ticks,
@@ -98,27 +105,31 @@ def server(request, tmp_path_factory):
             postgres.drop_database(database)
 
 
-def test_server_shows_the_seven_assets_tagged_and_labelled_and_automation_running(server):
+def test_server_shows_the_eight_assets_and_the_source_tagged_labelled_and_automation_running(
+    server,
+):
     assets = {
         "/".join(node["assetKey"]["path"]): (
-            {tag["key"]: tag["value"] for tag in node["tags"]}["dagster/materialization"],
-            node["automationCondition"]["label"],
+            {tag["key"]: tag["value"] for tag in node["tags"]}.get("dagster/materialization"),
+            (node["automationCondition"] or {}).get("label"),
         )
         for node in server.graphql(ASSETS)["assetNodes"]
     }
     daily = "refresh on cron '0 6 * * *' (UTC)"
     assert assets == {
-        **dict.fromkeys(VIEWS, ("view", "refresh on SQL change or parent update")),
+        **dict.fromkeys(EVERY_VIEW, ("view", "refresh on SQL change or parent update")),
         "raw_customers": ("seed", daily),
         "raw_orders": ("seed", daily),
         **dict.fromkeys(TABLES, ("table", daily)),
+        "landing/payments": (None, None),  # observed by its schedule, never materialized
     }
     repo = repository(server)
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
         "analytics_automation_sensor": "RUNNING"
     }
     assert {s["name"]: s["scheduleState"]["status"] for s in repo["schedules"]} == {
-        "hourly_dbt_tables_job_schedule": "RUNNING"
+        "hourly_dbt_tables_job_schedule": "RUNNING",
+        "observe_analytics_dbt_sources_schedule": "RUNNING",
     }
 
 
@@ -126,7 +137,7 @@ def test_a_fresh_instance_runs_nothing_and_has_nothing_materialized(server):
     wait_for_sensor_ticks(server, 2, since=time.time())
     assert runs(server) == []
     nodes = server.graphql(MATERIALIZED)["assetNodes"]
-    assert [node["assetMaterializations"] for node in nodes] == [[]] * len(ALL_ASSETS)
+    assert [node["assetMaterializations"] for node in nodes] == [[]] * len(ALL_ASSETS | SOURCES)
 
 
 def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
@@ -137,6 +148,29 @@ def test_materializing_a_seed_makes_the_sensor_refresh_its_view(server):
         "SUCCESS"
     )
     expect_one_automation_run_of(server, before, {"stg_customers"})
+
+
+def test_a_batch_landed_while_a_build_runs_is_observed_after_it_and_its_view_runs_once(server):
+    """Walkthrough 6: `nox -s land` drops a batch; the observation, launched as its schedule
+    launches it while a run holds the DuckDB file, waits for that run in the queue; both
+    succeed, and the sensor runs stg_payments once (its source observed for the first time,
+    with the shipped first batch and the landed one)."""
+    stop_the_hourly_schedule(server)
+    before = len(automation_runs(server))
+    landed = subprocess.run(  # what `nox -s land` runs, in the server's environment
+        [sys.executable, "-m", "dbt_automation_demo.land"],
+        env=server.env, cwd=server.project, capture_output=True, text=True,
+    )  # fmt: skip
+    assert landed.returncode == 0, landed.stderr
+    build = launch_run(server, ["stg_customers"])  # a run that writes the DuckDB file
+    observation = launch_run(server, None, job=OBSERVE_JOB)
+    both = [build, observation]
+    wait_for("both runs", lambda: all(finished(server, run) for run in both), RUN_SECONDS)
+    assert [finished(server, run) for run in both] == ["SUCCESS", "SUCCESS"], timeline(server)
+    times = {run["runId"]: run for run in server.graphql(RUN_TIMES)["runsOrError"]["results"]}
+    earlier, later = sorted((times[run]["startTime"], times[run]["endTime"]) for run in both)
+    assert earlier[1] <= later[0], timeline(server)  # one after the other, in the pool
+    expect_one_automation_run_of(server, before, {"stg_payments"})
 
 
 @SQLITE_ONLY
@@ -218,9 +252,15 @@ def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path)
 
         open_page(page, f"{server.url}/asset-groups")
         skip_the_first_visit_dialog(page)
-        for name in sorted(ALL_ASSETS):
-            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        for name in sorted(ALL_ASSETS | SOURCES):  # the graph names a source by its table
+            page.get_by_text(name.split("/")[-1], exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=shots / "lineage.png")
+
+        # Walkthrough 6 ran before: the source's observations and dbt's freshness verdict.
+        open_page(page, f"{server.url}/assets/landing/payments?view=checks")
+        page.get_by_text(FRESHNESS_CHECK).first.wait_for(timeout=60_000)
+        page.get_by_text(HAS_DATA_CHECK).first.wait_for(timeout=60_000)
+        page.screenshot(path=shots / "sources.png")
 
         # raw_orders is not built yet: stg_orders waits, and the UI names the parent and why.
         open_page(page, f"{server.url}/assets/stg_orders?view=automation")
@@ -241,5 +281,5 @@ def test_browser_shows_the_lineage_and_the_labelled_conditions(server, tmp_path)
         )
         page.screenshot(path=shots / "test_gate.png")
         browser.close()
-    for shot in ("lineage.png", "automation.png", "test_gate.png"):
+    for shot in ("lineage.png", "sources.png", "automation.png", "test_gate.png"):
         assert (shots / shot).stat().st_size > 10_000

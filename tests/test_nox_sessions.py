@@ -68,7 +68,19 @@ def test_demo_prints_the_timeline_of_the_walkthroughs():
         "nothing",
         "customer_orders, customer_segments, order_summary, stg_orders",  # fixed: once
         "nothing",
+        "nothing",  # the marts' cron back to daily; stg_payments' source not observed yet
+        "stg_payments",  # the first observation: the landing zone's first batch
+        "stg_payments",  # a batch landed and was observed
+        "nothing",  # observed again, no new data
     ]
+    observed = [line.split("observe ")[1] for line in demo.stdout.splitlines()
+                if "  observe " in line]  # fmt: skip
+    assert [line.split(";")[0] for line in observed] == [
+        "landing/payments: new data",
+        "landing/payments: new data",
+        "landing/payments: no new data",
+    ]
+    assert "why    stg_payments waits: landing/payments: not observed with data yet" in demo.stdout
     (failed,) = [line for line in demo.stdout.splitlines() if "FAILED" in line]
     assert failed.endswith(f"dbt build stg_orders: FAILED: stg_orders' test {STATUS_TEST} failed")
     assert f"why    customer_orders waits: stg_orders: blocking check {STATUS_TEST} failed" in (

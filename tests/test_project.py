@@ -1,4 +1,5 @@
-"""The shipped project: seven assets, the designed lineage, tags from dbt, real runs on DuckDB."""
+"""The shipped project: eight assets and an observed source, the designed lineage, tags from
+dbt, real runs on DuckDB."""
 
 import importlib.util
 import json
@@ -19,12 +20,13 @@ from dbt_automation_demo.internals.dbt_cli import skip_dbt_version_probe
 from harness import (
     ALL_ASSETS,
     EDGES,
+    EVERY_VIEW,
     NEUTRAL_EDIT,
     REPO_ROOT,
     SEEDS,
     SHIPPED_DBT_PROJECT,
+    SOURCES,
     TABLES,
-    VIEWS,
     build_defs,
     copy_dagster_project,
     copy_dbt_project,
@@ -43,6 +45,7 @@ CUSTOM_DBT_COMPONENT = "dbt_automation_demo.components.custom_dbt_component.Cust
 SAFE_SCHEDULED_JOB_COMPONENT = (
     "dbt_automation_demo.components.safe_scheduled_job_component.SafeScheduledJobComponent"
 )
+SHIPPED_SCHEDULES = ("hourly_dbt_tables_job_schedule", "observe_analytics_dbt_sources_schedule")
 # A second dbt project, as a user would add one: every materialization dbt has.
 SECOND_DBT_PROJECT = REPO_ROOT / "tests" / "fixtures" / "every_materialization"
 SECOND_PROJECTS_ASSETS = (
@@ -50,9 +53,11 @@ SECOND_PROJECTS_ASSETS = (
 )  # fmt: skip
 
 
-def test_definitions_have_exactly_the_seven_assets(shipped_defs):
+def test_definitions_have_exactly_the_eight_assets_and_the_observed_source(shipped_defs):
     graph = shipped_defs.resolve_asset_graph()
-    assert names(graph.get_all_asset_keys()) == ALL_ASSETS
+    assert names(graph.materializable_asset_keys) == ALL_ASSETS
+    assert names(graph.observable_asset_keys) == SOURCES
+    assert names(graph.get_all_asset_keys()) == ALL_ASSETS | SOURCES
 
 
 def test_lineage_is_exactly_the_designed_edges(shipped_defs):
@@ -75,10 +80,10 @@ def test_materialization_tag_equals_dbt_config(shipped_defs):
     graph = shipped_defs.resolve_asset_graph()
     tags = {
         key.to_user_string(): graph.get(key).tags["dagster/materialization"]
-        for key in graph.get_all_asset_keys()
+        for key in graph.materializable_asset_keys
     }
     assert tags == configured
-    assert tags == {**dict.fromkeys(SEEDS, "seed"), **dict.fromkeys(VIEWS, "view"),
+    assert tags == {**dict.fromkeys(SEEDS, "seed"), **dict.fromkeys(EVERY_VIEW, "view"),
                     **dict.fromkeys(TABLES, "table")}  # fmt: skip
 
 
@@ -86,11 +91,11 @@ def test_every_asset_has_its_labelled_automation_condition(shipped_defs):
     graph = shipped_defs.resolve_asset_graph()
     labels = {
         key.to_user_string(): graph.get(key).automation_condition.get_label()
-        for key in graph.get_all_asset_keys()
+        for key in graph.materializable_asset_keys
     }
     view_label = "refresh on SQL change or parent update"
     daily_label = "refresh on cron '0 6 * * *' (UTC)"
-    assert labels == {**dict.fromkeys(VIEWS, view_label),
+    assert labels == {**dict.fromkeys(EVERY_VIEW, view_label),
                       **dict.fromkeys(SEEDS | TABLES, daily_label)}  # fmt: skip
 
 
@@ -101,9 +106,11 @@ def test_hourly_job_selects_exactly_the_three_tables(shipped_defs):
 
 def test_automation_sensor_and_schedule_start_running(shipped_defs):
     sensor = shipped_defs.resolve_sensor_def("analytics_automation_sensor")
-    schedule = shipped_defs.resolve_schedule_def("hourly_dbt_tables_job_schedule")
+    schedules = [shipped_defs.resolve_schedule_def(name) for name in SHIPPED_SCHEDULES]
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert [schedule.default_status for schedule in schedules] == [
+        dg.DefaultScheduleStatus.RUNNING
+    ] * len(SHIPPED_SCHEDULES)
     assert sensor.asset_selection.resolve(shipped_defs.resolve_asset_graph()) == keys(*ALL_ASSETS)
 
 
@@ -136,9 +143,13 @@ def test_a_view_alone_builds_before_the_model_its_relationship_test_reads(
 def test_dbt_data_tests_run_as_asset_checks_and_pass(shipped_defs, instance, duckdb_file):
     result = materialize(shipped_defs, instance, ALL_ASSETS)
     evaluations = result.get_asset_check_evaluations()
-    declared = set(shipped_defs.resolve_asset_graph().asset_check_keys)
+    declared = {  # the sources' checks are their observations'
+        check
+        for check in shipped_defs.resolve_asset_graph().asset_check_keys
+        if check.asset_key not in keys(*SOURCES)
+    }
     assert {evaluation.asset_check_key for evaluation in evaluations} == declared
-    assert len(declared) == 26
+    assert len(declared) == 28
     assert all(evaluation.passed for evaluation in evaluations)
 
 
@@ -286,9 +297,12 @@ def test_dg_scaffold_defs_adds_a_second_dbt_project_with_its_own_policies_and_se
     listed = dg_in(project, "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     defs = json.loads(listed.stdout)
-    labels = {
-        asset["asset_key"]: asset["automation_condition"]["label"] for asset in defs["assets"]
+    labels = {  # a source has no automation condition: it is observed, never materialized
+        asset["asset_key"]: asset["automation_condition"]["label"]
+        for asset in defs["assets"]
+        if "automation_condition" in asset
     }
+    assert {asset["asset_key"] for asset in defs["assets"]} - set(labels) == SOURCES
     daily = "refresh on cron '0 6 * * *' (UTC)"
     assert {name: labels[name] for name in SECOND_PROJECTS_ASSETS} == {
         "a_seed": daily,

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.both_storages
 
 JOB = "hourly_dbt_tables_job"
 SCHEDULE = f"{JOB}_schedule"
+OBSERVATION_SCHEDULE = "observe_analytics_dbt_sources_schedule"
 PREFIX = "Hourly dbt tables schedule"
 ELEVEN = datetime(2031, 3, 4, 11, tzinfo=UTC)
 UNFINISHED = [
@@ -247,7 +248,8 @@ def test_a_fresh_dev_server_left_across_the_hour_launches_nothing(tmp_path):
 @contextmanager
 def scheduler_on_a_fresh_instance(tmp_path):
     """The scheduler daemon's own code on a real instance (the project's dagster.yaml), with
-    the hourly schedule started."""
+    the hourly schedule started and the source observation's stopped (its own tests are in
+    test_source_observations.py)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home)
@@ -261,13 +263,16 @@ def scheduler_on_a_fresh_instance(tmp_path):
         dg.DagsterInstance.from_config(str(home)) as instance,
         create_test_daemon_workspace_context(target, instance) as workspace,
     ):
-        schedule = (
+        repository = (
             workspace.create_request_context()
             .get_code_location(REPO_ROOT.name)
             .get_repository("__repository__")
-            .get_schedule(SCHEDULE)
         )
+        schedule, observation = map(repository.get_schedule, (SCHEDULE, OBSERVATION_SCHEDULE))
         instance.start_schedule(schedule)
+        instance.stop_schedule(
+            observation.get_remote_origin_id(), observation.selector_id, observation
+        )
         yield instance, workspace, schedule
 
 

@@ -13,6 +13,7 @@ import dagster as dg
 
 from dbt_automation_demo.components.custom_dbt_component import AutomationSensorArgs
 from harness import (
+    EVERY_VIEW,
     SEEDS,
     TABLES,
     VIEWS,
@@ -63,7 +64,7 @@ def test_split_by_folder_each_sensor_evaluates_its_own_folder(dbt_project):
     graph = defs.resolve_asset_graph()
     assert {s.name: names(s.asset_selection.resolve(graph)) for s in defs.sensors} == {
         "auto_seeds": SEEDS,
-        "auto_staging": VIEWS,
+        "auto_staging": EVERY_VIEW,
         "auto_marts": TABLES,
     }
 

@@ -12,7 +12,7 @@ from dagster.components.resolved.core_models import OpSpec
 
 from dbt_automation_demo.components.source_observations import FRESHNESS_CHECK
 from harness import (
-    ALL_ASSETS,
+    DAILY_TICK,
     OBSERVE_JOB,
     Ticker,
     add_a_landing_zone,
@@ -48,7 +48,7 @@ def landing(tmp_path, duckdb_file, instance):
     defs = build_defs(project)
     ticker = Ticker(defs, instance, NOW)
     assert ticker.tick() == set()  # views wait for seeds, tables for the cron
-    materialize(defs, instance, ALL_ASSETS)
+    materialize(defs, instance, DAILY_TICK)  # all but the views over the (empty) landing zone
     return project, ticker, instance
 
 
@@ -84,7 +84,7 @@ def test_an_observation_with_no_new_data_requests_nothing(landing):
 @pytest.mark.both_storages
 def test_a_missing_source_holds_its_views_which_run_once_when_data_lands(landing):
     project, ticker, instance = landing
-    assert ticker.tick() == set()  # never observed: missing
+    assert ticker.tick() == set()  # never observed with data: held back
     why = observe(ticker.defs, instance)  # the run succeeds; each source's check says why not
     assert "No files found that match the pattern" in why["landing/payments"]  # dbt's error
     assert why["landing/refunds"] == f"no file matches {project}/landing/refunds/*.csv"
@@ -100,6 +100,17 @@ def test_a_missing_source_holds_its_views_which_run_once_when_data_lands(landing
     assert observe(ticker.defs, instance) == WITH_DATA
     assert ticker.tick() == {"stg_refunds"}
     assert ticker.tick() == set()
+
+
+def test_the_first_observation_of_a_fresh_clone_sees_the_data_before_any_build(
+    tmp_path, duckdb_file, instance
+):
+    """No build yet, so no DuckDB file nor its folder (dbt-duckdb hangs on those)."""
+    project = project_with_a_landing_zone(tmp_path / "analytics_dbt")
+    land(project, "payments", 1)
+    land(project, "refunds", 1)
+    assert not duckdb_file.parent.exists()
+    assert observe(build_defs(project), instance) == WITH_DATA
 
 
 @pytest.mark.both_storages
@@ -155,8 +166,8 @@ def test_a_table_below_a_source_waits_until_the_source_has_data(tmp_path, duckdb
     defs = build_defs(project)
     ticker = Ticker(defs, instance, datetime(2031, 3, 4, 5, 0, tzinfo=UTC))
     assert ticker.tick() == set()
-    materialize(defs, instance, ALL_ASSETS)
-    assert ticker.tick_at(datetime(2031, 3, 4, 6, 0, 30, tzinfo=UTC)) == ALL_ASSETS
+    materialize(defs, instance, DAILY_TICK)
+    assert ticker.tick_at(datetime(2031, 3, 4, 6, 0, 30, tzinfo=UTC)) == DAILY_TICK
     assert ticker.tick() == set()  # refund_count waits: stg_refunds is missing (no data yet)
     land(project, "refunds", 1)
     assert observe(ticker.defs, instance)["landing/refunds"] is None  # payments has none yet

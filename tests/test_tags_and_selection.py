@@ -12,10 +12,10 @@ from dbt_automation_demo import replay
 from dbt_automation_demo.automation import overdue_after_grace
 from dbt_automation_demo.components.custom_dbt_component import AutomationSensorArgs
 from harness import (
+    EVERY_VIEW,
     REPO_ROOT,
     SEEDS,
     TABLES,
-    VIEWS,
     Ticker,
     build_defs,
     copy_dagster_project,
@@ -58,7 +58,7 @@ def tags_and_labels(defs: dg.Definitions) -> dict[str, tuple[str, str]]:
     [
         ("tag:dagster/materialization=table", TABLES),
         ("kind:dbt and not tag:dagster/materialization=view", SEEDS | TABLES),
-        ("tag:dagster/materialization=view", VIEWS),
+        ("tag:dagster/materialization=view", EVERY_VIEW),
     ],
 )
 def test_design_selection_strings_select_exactly(shipped_defs, selection, expected):

@@ -14,7 +14,7 @@ from dagster._core.definitions.freshness_evaluator import FRESHNESS_EVALUATORS_B
 from dagster._core.test_utils import freeze_time
 
 from harness import (
-    ALL_ASSETS,
+    DAILY_TICK,
     SHIPPED_DBT_PROJECT,
     TABLES,
     edit_sql,
@@ -135,7 +135,7 @@ def test_a_parent_requested_on_the_same_tick_is_retested_in_the_same_run(
     defs, ticker = ready(dbt_project, built_instance, before_daily_tick)
     orders_landed_and_tested(defs, built_instance, dbt_project, good=False)
     land_orders(dbt_project, good=True)
-    assert ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30)) == ALL_ASSETS
+    assert ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30)) == DAILY_TICK
 
     (the_run,) = the_sensors_run_requests(ticker)
     in_order = what_the_run_did(materialize(defs, built_instance, names(the_run.asset_selection)))
@@ -154,7 +154,7 @@ def test_a_table_dbt_skipped_after_a_failed_test_stays_due_and_runs_once_the_par
         materialize(defs, built_instance, ["customer_orders"])  # built yesterday
     land_orders(dbt_project, good=False)
     requested = ticker.tick_at(today(hour=6, minute=0, second=30))
-    assert requested == ALL_ASSETS
+    assert requested == DAILY_TICK
     # Today's 06:00 run: stg_orders fails its test, so dbt skips every mart below it.
     with freeze_time(today(hour=6, minute=5)):
         assert not materialize(defs, built_instance, requested, raise_on_error=False).success
@@ -210,7 +210,7 @@ def test_a_table_that_failed_on_its_own_is_not_retried_when_its_parent_is_fixed(
     edit_sql(dbt_project, "order_summary", "select no_such_column from {{ ref('stg_orders') }}\n")
     ticker.defs = defs = reload_defs(dbt_project)
     requested = ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30))
-    assert requested == ALL_ASSETS
+    assert requested == DAILY_TICK
 
     in_order = what_the_run_did(materialize(defs, built_instance, requested, raise_on_error=False))
     assert f"{COUNTRY_TEST} failed" in in_order

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from dbt_automation_demo.components.source_observations import FRESHNESS_CHECK
+from dbt_automation_demo.land import land_a_batch
 from dbt_automation_demo.replay import (
     DBT_DEFS_YAML,
     Ticker,
@@ -32,12 +34,15 @@ from dbt_automation_demo.replay import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAY = datetime(2031, 3, 4, tzinfo=UTC)
+OBSERVE_JOB = "observe_analytics_dbt_sources_job"
+DATA_VERSION_TAG = "dagster/data_version"  # on each observation, as the UI shows it
 
 
 class Timeline:
     def __init__(self, ticker: Ticker, instance: dg.DagsterInstance):
         self.ticker = ticker
         self.instance = instance
+        self.data_versions: dict[str, str] = {}  # each source's, at its last observation
 
     def say(self, what: str) -> None:
         print(f"{self.ticker.now:%a %H:%M}  {what}", flush=True)
@@ -76,6 +81,25 @@ class Timeline:
             outcome = "FAILED"
         self.say(f"run    dbt build {_listed(asset_names)}: {outcome}")
 
+    def observe_at(self, hour: int, minute: int) -> None:
+        """The source observation job's run (its schedule's): what it saw in each source, and
+        dbt's freshness verdict (on the real clock: dbt compares `loaded_at` with now)."""
+        self.ticker.now = DAY.replace(hour=hour, minute=minute)
+        job = self.ticker.defs.resolve_job_def(OBSERVE_JOB)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            result = job.execute_in_process(instance=self.instance)
+        for event in result.get_asset_observation_events():
+            source = event.asset_key.to_user_string()
+            version = event.asset_observation_data.asset_observation.tags[DATA_VERSION_TAG]
+            seen = "new data" if self.data_versions.get(source) != version else "no new data"
+            self.data_versions[source] = version
+            freshness = next(
+                check.metadata["dbt freshness status"].value
+                for check in result.get_asset_check_evaluations()
+                if check.asset_key == event.asset_key and check.check_name == FRESHNESS_CHECK
+            )
+            self.say(f"observe {source}: {seen}; dbt freshness: {freshness}")
+
     def why_waiting(self, asset: str) -> None:
         """The parent the last evaluation names as holding the asset back, as the UI shows it."""
         evaluation = self.ticker.last_evaluation
@@ -101,6 +125,7 @@ def replay(workdir: Path) -> None:
     copy_dagster_project(PROJECT_ROOT, workdir)
     project = workdir / "analytics_dbt"
     os.environ["DBT_DUCKDB_PATH"] = str(workdir / "warehouse" / "analytics.duckdb")
+    os.environ["DBT_LANDING_ZONE"] = str(project / "landing")
     (workdir / "warehouse").mkdir()
     parse(project)
     home = workdir / "dagster_home"
@@ -164,13 +189,30 @@ def replay(workdir: Path) -> None:
         timeline.run(timeline.tick_at(11, 13))
         timeline.tick_at(11, 13, 30)
 
+        print("\n== Walkthrough 6: a batch lands in a dbt source; the view over it follows, once")
+        set_daily_cron(workdir, "0 6 * * *")
+        timeline.ticker.defs = defs_from_yaml(workdir)
+        timeline.say("you    set the marts' cron back to daily and reload")
+        timeline.tick_at(11, 14)
+        timeline.why_waiting("stg_payments")
+        timeline.observe_at(11, 15)  # its schedule's: the landing zone's first batch
+        timeline.run(timeline.tick_at(11, 15, 30))
+        timeline.ticker.now = DAY.replace(hour=11, minute=17)
+        land_a_batch(project / "landing", timeline.ticker.now)
+        timeline.say("you    nox -s land: a batch of payments lands")
+        timeline.observe_at(11, 20)
+        timeline.run(timeline.tick_at(11, 20, 30))
+        timeline.observe_at(11, 25)
+        timeline.tick_at(11, 25, 30)
+
 
 def set_daily_cron(project_root: Path, cron: str, marts: str | None = None) -> None:
     """Edit `daily_cron` in the project's defs.yaml (and `cron_by_path` for the marts), as
     the README's walkthroughs say."""
     defs_yaml = project_root / DBT_DEFS_YAML
     line = f'  daily_cron: "{cron}"' + (f'\n  cron_by_path: {{marts: "{marts}"}}' if marts else "")
-    edited = re.sub(r"(?m)^  daily_cron: .*$", line, defs_yaml.read_text(), count=1)
+    without_marts = re.sub(r"(?m)^  cron_by_path: .*\n", "", defs_yaml.read_text())
+    edited = re.sub(r"(?m)^  daily_cron: .*$", line, without_marts, count=1)
     defs_yaml.write_text(edited)
 
 

@@ -31,14 +31,17 @@ from dbt_automation_demo.internals.dbt_cli import parse_in_this_process
 DBT_DEFS_YAML = Path("src/dbt_automation_demo/defs/analytics/defs.yaml")
 CRON_ATTRIBUTES = ("daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path")
 RUN_ARTIFACTS = ("target", "logs", "dbt_packages", "*.duckdb", "*.wal", ".user.yml")
+LANDED_BATCHES = "batch_*.csv"  # what `nox -s land` dropped in the checkout's landing zone
 THIS_CODE_LOCATION = RemoteRepositoryOrigin(
     InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)), "__repository__"
 )
 
 
 def copy_dbt_project(source: Path, destination: Path, keep_manifest: bool = False) -> Path:
-    """Copy a dbt project without its run artifacts (optionally keeping target/manifest.json)."""
+    """Copy a dbt project without its run artifacts (optionally keeping target/manifest.json)
+    and without the batches landed since the clone: a copy starts from the shipped first batch."""
     skipped = [pattern for pattern in RUN_ARTIFACTS if not (keep_manifest and pattern == "target")]
+    skipped.append(LANDED_BATCHES)
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns(*skipped))
     return destination
 
@@ -79,6 +82,7 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(project / "src"),
         "DAGSTER_HOME": str(project / "dagster_home"),
         "DBT_DUCKDB_PATH": str(project / "warehouse" / "analytics.duckdb"),
+        "DBT_LANDING_ZONE": str(project / "analytics_dbt" / "landing"),
         **extra,
     }
 
@@ -137,7 +141,8 @@ def defs_from_yaml(project_root: Path) -> dg.Definitions:
 
 
 def keys(*names: str) -> set[dg.AssetKey]:
-    return {dg.AssetKey(name) for name in names}
+    """The asset keys of names as the UI writes them (`landing/payments`), as `names()` gives."""
+    return {dg.AssetKey.from_user_string(name) for name in names}
 
 
 def names(asset_keys: Iterable[dg.AssetKey]) -> set[str]:

@@ -197,6 +197,10 @@ def observe_sources(
     """For each source: an observation and a passed `dbt_source_has_data` check if it has data
     (and its freshness check), or only that check, failed, saying why."""
     by_dbt = [source for source in sources if source.uses_dbt_freshness]
+    if by_dbt and duckdb_file is not None:
+        # dbt-duckdb hangs, without an error, on a database whose folder does not exist (as on
+        # a fresh clone before the first build): the builds' op makes it too.
+        duckdb_file.parent.mkdir(parents=True, exist_ok=True)
     verdicts = dbt_source_freshness(project, by_dbt, speedups) if by_dbt else {}
     for source in sources:
         try:

@@ -314,8 +314,8 @@ async def _in_progress(
 async def _parent_running_or_missing(
     context: dg.AutomationContext, parent: dg.AssetKey, safe: EntitySubset
 ) -> list[tuple[str, EntitySubset]]:
-    """Why the parent holds back some of `safe` ("running", "missing"), each with the parent's
-    partitions that do."""
+    """Why the parent holds back some of `safe` ("running", "missing", or for a source "not
+    observed with data yet"), each with the parent's partitions that do."""
     candidates = safe.compute_mapped_subset(parent, direction="up")
     if candidates.is_empty:
         return []
@@ -325,7 +325,8 @@ async def _parent_running_or_missing(
         missing = await context.asset_graph_view.compute_missing_subset(
             key=parent, from_subset=candidates
         )
-        held.append(("missing", missing.compute_difference(_requested_this_tick(context, parent))))
+        why = "missing" if node.is_materializable else "not observed with data yet"
+        held.append((why, missing.compute_difference(_requested_this_tick(context, parent))))
     return [(why, subset) for why, subset in held if not subset.is_empty]
 
 
