@@ -28,15 +28,18 @@ from bench.measure import (
     orchestration,
     splitting,
 )
+from bench.sources import SOURCE_MEASURES, source_figures
 from bench.synthetic import generate_project
 from dbt_automation_demo.replay import parse
 
 FULL_SIZES = (100, 1000, 5000)
 QUICK_SIZES = (100, 1000)
+SOURCE_SIZES = (100, 1000)  # numbers of sources, each with its view
 PER_SIZE_MEASURES = ("definitions build", "automation tick", "dev loop after an SQL edit")
 TARGETS = {
     "definitions build": 1.05,
     "automation tick": 0.5,
+    "automation tick after new source data": 0.5,
     "dev loop after an SQL edit": 2.5,
     "materialize the demo (8 assets, 28 tests)": 1.5,
 }
@@ -46,7 +49,8 @@ DAEMON_SECONDS, DAEMON_SECONDS_QUICK = 150, 90
 # `--smoke` (CI): every kind of figure computed once, as cheaply as it can be: 100 models, the
 # sensor layouts and the daemon at that size too, the daemon's sensors every 5 s for 30 s.
 SMOKE = {"sizes": (100,), "splitting_sizes": (100,), "daemon_size": 100,
-         "daemon_seconds": 30, "daemon_interval": 5, "repeat": 1}  # fmt: skip
+         "daemon_seconds": 30, "daemon_interval": 5, "source_sizes": (100,),
+         "repeat": 1}  # fmt: skip
 VERSIONED_PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb")
 
 
@@ -80,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 for figure in cadence:
                     figures.append(figure)
                     _progress(_row(figure))
+        for sources in plan["source_sizes"]:
+            for figure in source_figures(Path(scratch), sources, plan["repeat"], args.seed):
+                figures.append(figure)
+                _progress(_row(figure))
     figures.append(orchestration(plan["repeat"]))
     _progress(_row(figures[-1]))
 
@@ -106,6 +114,7 @@ def _plan(args: argparse.Namespace) -> dict:
         "daemon_size": max((models for models in sizes if models >= 1000), default=None),
         "daemon_seconds": DAEMON_SECONDS_QUICK if args.quick else DAEMON_SECONDS,
         "daemon_interval": SENSOR_INTERVAL_SECONDS,
+        "source_sizes": tuple(args.sources or SOURCE_SIZES),
         "repeat": args.repeat,
     }
 
@@ -119,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         help="every kind of figure once, at 100 models (CI: proves each can be computed)",
     )
     parser.add_argument("--sizes", type=int, nargs="+", help="model counts (overrides --quick)")
+    parser.add_argument("--sources", type=int, nargs="+", help="source counts (100 and 1,000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per side (median)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated projects")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
@@ -177,6 +187,9 @@ def _missing_figures(report: dict) -> list[str]:
     if plan["daemon_size"] is not None:
         expected |= {(f"daemon, {setting}", plan["daemon_size"]) for setting in DAEMON_SETTINGS}
     expected.add(("materialize the demo (8 assets, 28 tests)", None))
+    expected |= {
+        (measure, sources) for measure in SOURCE_MEASURES for sources in plan["source_sizes"]
+    }
     missing = [f"{measure} @ {models}" for measure, models in sorted(expected - present, key=str)]
     missing += [
         f"{f['measure']} @ {f['models']}: {key}"
@@ -189,6 +202,8 @@ def _missing_figures(report: dict) -> list[str]:
 
 def _row(figure: Comparison) -> str:
     models = "demo" if figure.models is None else f"{figure.models:,}"
+    if figure.size_unit != "models":
+        models += f" {figure.size_unit}"
     target = TARGETS.get(figure.measure)
     verdict = (
         "no target"

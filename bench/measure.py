@@ -32,6 +32,7 @@ from dbt_automation_demo.components.custom_dbt_component import (
     CustomDbtComponent,
 )
 from dbt_automation_demo.internals.collector import collector_paused
+from dbt_automation_demo.internals.dagster_names import DATA_VERSION_TAG
 from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
 from dbt_automation_demo.replay import (
     copy_dagster_project,
@@ -62,6 +63,7 @@ class Comparison:
     stock_seconds: float
     samples: int
     details: dict[str, float | int] = field(default_factory=dict)
+    size_unit: str = "models"  # what `models` counts
 
     @property
     def ratio(self) -> float:
@@ -164,10 +166,26 @@ def report_materialized(instance: dg.DagsterInstance, keys) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
 
 
-def _everything_built(home: Path, assets: list[dg.AssetKey]) -> Path:
-    """An instance in which every asset has been materialized once: each side gets a copy."""
+def report_new_data(instance: dg.DagsterInstance, sources) -> None:
+    """An observation of each source with a data version it never had: new data landed."""
+    for key in sources:
+        version = dg.DataVersion(f"landed-{next(_LANDINGS)}")
+        instance.report_runless_asset_event(
+            dg.AssetObservation(key, tags={DATA_VERSION_TAG: version.value})
+        )
+
+
+_LANDINGS = itertools.count()
+
+
+def everything_built(
+    home: Path, assets: list[dg.AssetKey], sources: list[dg.AssetKey] = ()
+) -> Path:
+    """An instance in which every asset has been materialized once, and every observed source
+    observed with data: each side gets a copy."""
     with _instance(home) as instance:
         report_materialized(instance, assets)
+        report_new_data(instance, sources)
     return home
 
 
@@ -215,9 +233,9 @@ def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
     activity = _landing_data(assets, ticks=repeat)
 
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
-        template = _everything_built(Path(scratch) / "template", assets)
-        ours = _TickSeries(ours_defs, template, Path(scratch) / "ours", activity)
-        eager = _TickSeries(eager_defs, template, Path(scratch) / "eager", activity)
+        template = everything_built(Path(scratch) / "template", assets)
+        ours = TickSeries(ours_defs, template, Path(scratch) / "ours", activity)
+        eager = TickSeries(eager_defs, template, Path(scratch) / "eager", activity)
         with ours, eager, long_lived_objects_frozen():
             ours.tick(), eager.tick()
             ours_seconds, eager_seconds = alternate(ours.tick, eager.tick, repeat)
@@ -244,16 +262,23 @@ def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
     )
 
 
-class _TickSeries(_OnACopy):
+class TickSeries(_OnACopy):
     """The automation sensor's evaluations on a copy of the template instance."""
 
-    def __init__(self, defs: dg.Definitions, template: Path, home: Path, activity: list):
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        template: Path,
+        home: Path,
+        activity: list,
+        land: Callable[[dg.DagsterInstance, list], None] = report_materialized,
+    ):
         super().__init__(template, home)
-        self.defs, self.activity = defs, activity
+        self.defs, self.activity, self.land = defs, activity, land
         self.now, self.cursor, self.requested, self.results = FIRST_TICK, None, [], []
 
     def tick(self) -> float:
-        report_materialized(self.instance, self.activity[len(self.requested)])
+        self.land(self.instance, self.activity[len(self.requested)])
         self.now += timedelta(minutes=1)
         started = time.perf_counter()
         result = with_one_collection(
@@ -310,7 +335,7 @@ def splitting(project_dir: Path, models: int, repeat: int) -> list[Comparison]:
     activity = _landing_data(assets, ticks=2 * repeat)  # serial and threaded rounds alternate
     figures = []
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
-        template = _everything_built(Path(scratch) / "template", assets)
+        template = everything_built(Path(scratch) / "template", assets)
         for number, (layout, defs) in enumerate(defs_by_layout.items()):
             rounds = _SensorRounds(defs, template, Path(scratch) / str(number), activity)
             with rounds as sensors, long_lived_objects_frozen():
@@ -452,10 +477,8 @@ def orchestration(repeat: int) -> Comparison:
         # of dbt's profile, and a changed profile makes every run parse the project again.
         warehouse = Path(scratch) / "warehouse" / "analytics.duckdb"
         project_dir = Path(scratch) / "analytics_dbt"
-        previous = {name: os.environ.get(name) for name in ("DBT_DUCKDB_PATH", "DBT_LANDING_ZONE")}
-        os.environ["DBT_DUCKDB_PATH"] = str(warehouse)
-        os.environ["DBT_LANDING_ZONE"] = str(project_dir / "landing")  # the copy's first batch
-        try:
+        landing = project_dir / "landing"  # the copy's first batch
+        with environment(DBT_DUCKDB_PATH=str(warehouse), DBT_LANDING_ZONE=str(landing)):
             copy_dbt_project(DEMO_DBT_PROJECT, project_dir)
             parse(project_dir)
             # The first run in this process imports dbt's adapter (several seconds) and the
@@ -466,9 +489,6 @@ def orchestration(repeat: int) -> Comparison:
                 lambda: _dbt_build(project_dir, warehouse),
                 repeat,
             )
-        finally:
-            for name, value in previous.items():
-                _restore_env(name, value)
     return Comparison(
         "materialize the demo (8 assets, 28 tests)",
         None,
@@ -513,8 +533,16 @@ def _shipped_dbt_attributes() -> dict:
     return {"include_metadata": attributes["include_metadata"]}
 
 
-def _restore_env(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """These environment variables set for the length of a `with` block, then restored."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

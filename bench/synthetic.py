@@ -85,6 +85,45 @@ def generate_project(destination: Path, models: int, seed: int = 0) -> ProjectSh
     return shape
 
 
+MARTS_PER_SOURCE = 0.2
+RAW_SCHEMA = "raw"
+
+
+def generate_sources_project(destination: Path, sources: int, seed: int = 0) -> list[str]:
+    """Write a dbt project that starts from `sources` warehouse tables loaded outside dbt, as
+    an EL tool loads them: each source with dbt's `loaded_at_field` and freshness, a staging
+    view over each, and a mart table per five sources joining up to MAX_FAN_IN views. Returns
+    the source tables' names (load them with `load_raw_tables`)."""
+    rng = random.Random(seed)
+    destination.mkdir(parents=True)
+    _write(destination / "dbt_project.yml", _DBT_PROJECT)
+    _write(destination / "profiles.yml", _PROFILES)
+    tables = [f"events_{i:05d}" for i in range(sources)]
+    _write(destination / "models" / "staging" / "sources.yml", _loaded_sources_yml(tables))
+    views = [f"stg_{table}" for table in tables]
+    for view, table in zip(views, tables, strict=True):
+        _write_model(destination, "staging", view, [f"{{{{ source('{RAW_SCHEMA}', '{table}') }}}}"])
+    for i in range(max(1, int(sources * MARTS_PER_SOURCE))):
+        parents = rng.sample(views, k=rng.randint(1, min(MAX_FAN_IN, len(views))))
+        _write_model(destination, "marts", f"mart_{i:05d}", _refs(parents))
+    return tables
+
+
+def load_raw_tables(duckdb_file: Path, tables: list[str]) -> None:
+    """Create each source table in `duckdb_file`, one row loaded now (what `loaded_at_field`
+    reads)."""
+    import duckdb
+
+    duckdb_file.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(duckdb_file)) as connection:
+        connection.execute(f"create schema if not exists {RAW_SCHEMA}")
+        for table in tables:
+            connection.execute(
+                f"create or replace table {RAW_SCHEMA}.{table} as "
+                "select 1 as id, 10 as value, current_timestamp as loaded_at"
+            )
+
+
 def _refs(models: list[str]) -> list[str]:
     return [f"{{{{ ref('{name}') }}}}" for name in models]
 
@@ -104,6 +143,16 @@ def _write_model(
 def _sources_yml(tables: list[str]) -> str:
     listed = "".join(f"      - name: {table}\n" for table in tables)
     return f"version: 2\nsources:\n  - name: raw\n    tables:\n{listed}"
+
+
+def _loaded_sources_yml(tables: list[str]) -> str:
+    listed = "".join(f"      - name: {table}\n" for table in tables)
+    return (
+        f"version: 2\nsources:\n  - name: {RAW_SCHEMA}\n    config:\n"
+        "      loaded_at_field: loaded_at\n"
+        "      freshness:\n        warn_after: {count: 1, period: day}\n"
+        f"    tables:\n{listed}"
+    )
 
 
 def _write(path: Path, text: str) -> None:

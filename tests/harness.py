@@ -22,7 +22,10 @@ from dagster._core.events import (
 from dagster._core.execution.api import execute_run_iterator
 
 from dbt_automation_demo import replay
-from dbt_automation_demo.components.source_observations import HAS_DATA_CHECK
+from dbt_automation_demo.components.source_observations import (
+    HAS_DATA_CHECK,
+    observation_job_name,
+)
 from dbt_automation_demo.replay import (  # noqa: F401  (re-exported for the tests)
     Ticker,
     build_defs,
@@ -315,8 +318,8 @@ def land(project: Path, table: str, batch: int, loaded_at: datetime | None = Non
     (project / "landing" / table / f"batch_{batch}.csv").write_text(f"{header}\n{row}\n")
 
 
-# The job that observes the dbt sources, as its schedule launches it.
-OBSERVE_JOB = "observe_analytics_dbt_sources_job"
+# The job that observes the dbt sources, as its schedule launches it (the dbt project's name).
+OBSERVE_JOB = observation_job_name("analytics_dbt")
 
 
 def observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str | None]:

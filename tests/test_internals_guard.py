@@ -97,6 +97,11 @@ PRIVATE_NAMES = [
         "the components' cron checks",
         params=("cron_schedule",),
     ),
+    Private(
+        "dagster._core.definitions.data_version:DATA_VERSION_TAG",
+        "demo.py, the benchmark",
+        kind=str,
+    ),
     Private("dagster._core.remote_origin:InProcessCodeLocationOrigin", "replay.py"),
     Private("dagster._core.remote_origin:RemoteJobOrigin", "replay.py"),
     Private("dagster._core.remote_origin:RemoteRepositoryOrigin", "replay.py"),

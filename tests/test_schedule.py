@@ -17,6 +17,7 @@ from dagster._core.test_utils import create_test_daemon_workspace_context, freez
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._scheduler.scheduler import launch_scheduled_runs
 
+from dbt_automation_demo.components.source_observations import observation_schedule_name
 from harness import (
     REPO_ROOT,
     copy_dagster_project,
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.both_storages
 
 JOB = "hourly_dbt_tables_job"
 SCHEDULE = f"{JOB}_schedule"
-OBSERVATION_SCHEDULE = "observe_analytics_dbt_sources_schedule"
+OBSERVATION_SCHEDULE = observation_schedule_name("analytics_dbt")  # the dbt project's name
 PREFIX = "Hourly dbt tables schedule"
 ELEVEN = datetime(2031, 3, 4, 11, tzinfo=UTC)
 UNFINISHED = [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster.components.resolved.core_models import OpSpec
 
 from dbt_automation_demo.components.source_observations import FRESHNESS_CHECK
@@ -111,6 +112,23 @@ def test_the_first_observation_of_a_fresh_clone_sees_the_data_before_any_build(
     land(project, "refunds", 1)
     assert not duckdb_file.parent.exists()
     assert observe(build_defs(project), instance) == WITH_DATA
+
+
+def test_every_source_with_a_loaded_at_field_is_observed_through_dbt(
+    tmp_path, duckdb_file, instance
+):
+    """Two sources read through `dbt source freshness`, in one dbt command (dagster-dbt once
+    passed all but the first of the selected sources to dbt as stray arguments)."""
+    project = add_a_landing_zone(copy_dbt_project(tmp_path / "analytics_dbt"))
+    sources_yml = project / "models" / "staging" / "sources.yml"
+    sources = yaml.safe_load(sources_yml.read_text())
+    tables = sources["sources"][0]["tables"]
+    tables.append({**tables[0], "name": "payments_again"})  # the same files, a second source
+    sources_yml.write_text(yaml.safe_dump(sources))
+    parse(project)
+    land(project, "payments", 1)
+    land(project, "refunds", 1)
+    assert observe(build_defs(project), instance) == {**WITH_DATA, "landing/payments_again": None}
 
 
 @pytest.mark.both_storages

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from dbt_automation_demo.components.source_observations import FRESHNESS_CHECK
+from dbt_automation_demo.components.source_observations import (
+    FRESHNESS_CHECK,
+    observation_job_name,
+)
+from dbt_automation_demo.internals.dagster_names import DATA_VERSION_TAG
 from dbt_automation_demo.land import land_a_batch
 from dbt_automation_demo.replay import (
     DBT_DEFS_YAML,
@@ -34,8 +38,7 @@ from dbt_automation_demo.replay import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAY = datetime(2031, 3, 4, tzinfo=UTC)
-OBSERVE_JOB = "observe_analytics_dbt_sources_job"
-DATA_VERSION_TAG = "dagster/data_version"  # on each observation, as the UI shows it
+OBSERVE_JOB = observation_job_name("analytics_dbt")  # the dbt project's name
 
 
 class Timeline:

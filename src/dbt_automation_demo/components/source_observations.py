@@ -122,6 +122,16 @@ def project_sources(
     ]
 
 
+def observation_job_name(project_name: str) -> str:
+    """The job that observes every source of the dbt project `project_name`."""
+    return f"observe_{project_name}_sources_job"
+
+
+def observation_schedule_name(project_name: str) -> str:
+    """The schedule that launches `observation_job_name(project_name)`."""
+    return f"observe_{project_name}_sources_schedule"
+
+
 def build_source_observations(
     sources: Sequence[Source],
     project: DbtProject,
@@ -134,7 +144,6 @@ def build_source_observations(
     """The observable source assets, their freshness checks, and the schedule observing them."""
     if not sources:
         return dg.Definitions()
-    name = f"{project.name}_sources"
     specs = [_spec(source) for source in sources]
     checks = [
         dg.AssetCheckSpec(
@@ -155,18 +164,18 @@ def build_source_observations(
 
     # can_subset: a source with no data gets no observation (its output is optional).
     @dg.multi_observable_source_asset(
-        name=f"observe_{name}", specs=specs, check_specs=checks, can_subset=True
+        name=f"observe_{project.name}_sources", specs=specs, check_specs=checks, can_subset=True
     )
     def observe(context: dg.AssetExecutionContext) -> Iterator:
         yield from observe_sources(context, sources, project, duckdb_file, speedups)
 
     keys = [source.key for source in sources]
     job = dg.define_asset_job(
-        f"observe_{name}_job",
+        observation_job_name(project.name),
         selection=dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks_for_assets(*keys),
     )
     schedule = dg.ScheduleDefinition(
-        name=f"observe_{name}_schedule",
+        name=observation_schedule_name(project.name),
         job=job,
         cron_schedule=args.cron,
         execution_timezone=timezone,
@@ -239,8 +248,10 @@ def dbt_source_freshness(
     dbt = DbtCliResource(project_dir=project)
     if speedups:
         skip_dbt_version_probe(dbt)
-    selection = [f"source:{source.name}" for source in sources]
-    invocation = dbt.cli(["source", "freshness", "--select", *selection], raise_on_error=False)
+    # One argument: dagster-dbt keeps only the first value after `--select` there, and moves
+    # the others before it, where dbt refuses them.
+    selection = " ".join(f"source:{source.name}" for source in sources)
+    invocation = dbt.cli(["source", "freshness", "--select", selection], raise_on_error=False)
     errors: dict[str, str] = {}
     for event in invocation.stream_raw_events():
         info, data = event.raw_event.get("info", {}), event.raw_event.get("data", {})
