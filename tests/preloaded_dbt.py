@@ -11,8 +11,9 @@ reads dbt's JSON log lines from its stdout, and signals it (the client passes SI
 on to the dbt it started, and exits with dbt's exit code).
 
 The tests of how a run starts and stops dbt (a cancel, kill -9, `dbt --version` never asked, the
-dev server's runs, `nox -s demo`) keep the real `dbt` executable: only modules that ask for the
-`dbt_from_a_preloaded_process` fixture get this one.
+dev server's runs) keep the real `dbt` executable: only tests that ask for the
+`dbt_from_a_preloaded_process` fixture get this one. `nox -s demo` runs with the real one in CI's
+container step (the Codespaces door), and with this one in `tests/test_nox_sessions.py`.
 """
 
 import atexit

@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from harness import REPO_ROOT
 
 
@@ -37,6 +39,7 @@ STATUS_TEST = (
 )
 
 
+@pytest.mark.usefixtures("dbt_from_a_preloaded_process")
 def test_demo_prints_the_timeline_of_the_walkthroughs():
     demo = subprocess.run(
         [sys.executable, "-m", "dbt_automation_demo.demo"],
