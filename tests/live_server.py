@@ -280,7 +280,6 @@ def wait_for_sensor_ticks(server: DevServer, count: int, since: float) -> None:
         f"{count} sensor ticks",
         lambda: sensor_ticks_since(server, since) >= count,
         RUN_SECONDS,
-        every=SENSOR_INTERVAL_SECONDS,
     )
 
 
