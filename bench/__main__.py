@@ -39,7 +39,8 @@ PER_SIZE_MEASURES = ("definitions build", "automation tick", "dev loop after an 
 TARGETS = {
     "definitions build": 1.05,
     "automation tick": 0.5,
-    "automation tick after new source data": 0.5,
+    "automation tick after observing every source": 0.5,
+    "automation tick, no observation since": 0.5,
     "dev loop after an SQL edit": 2.5,
     "materialize the demo (8 assets, 28 tests)": 1.5,
 }

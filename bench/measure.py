@@ -166,26 +166,20 @@ def report_materialized(instance: dg.DagsterInstance, keys) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
 
 
-def report_new_data(instance: dg.DagsterInstance, sources) -> None:
-    """An observation of each source with a data version it never had: new data landed."""
-    for key in sources:
-        version = dg.DataVersion(f"landed-{next(_LANDINGS)}")
-        instance.report_runless_asset_event(
-            dg.AssetObservation(key, tags={DATA_VERSION_TAG: version.value})
-        )
-
-
-_LANDINGS = itertools.count()
-
-
 def everything_built(
-    home: Path, assets: list[dg.AssetKey], sources: list[dg.AssetKey] = ()
+    home: Path,
+    assets: list[dg.AssetKey],
+    sources: list[dg.AssetKey] = (),
+    source_data_version: str = "first",
 ) -> Path:
     """An instance in which every asset has been materialized once, and every observed source
-    observed with data: each side gets a copy."""
+    observed with data (of this data version): each side gets a copy."""
     with _instance(home) as instance:
         report_materialized(instance, assets)
-        report_new_data(instance, sources)
+        for key in sources:
+            instance.report_runless_asset_event(
+                dg.AssetObservation(key, tags={DATA_VERSION_TAG: source_data_version})
+            )
     return home
 
 

@@ -5,6 +5,7 @@ tables (`synthetic.generate_sources_project`).
 The size of these figures is a number of sources, not of models.
 """
 
+import itertools
 import statistics
 import subprocess
 import tempfile
@@ -17,24 +18,28 @@ from dagster_dbt import DbtProject
 from bench.measure import (
     QUIET_RUN,
     Comparison,
-    EagerDbtComponent,
     TickSeries,
     alternate,
     environment,
     everything_built,
     long_lived_objects_frozen,
-    report_new_data,
     seeds_landing,
     timed,
 )
 from bench.synthetic import generate_sources_project, load_raw_tables
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
 from dbt_automation_demo.components.source_observations import observation_job_name
+from dbt_automation_demo.internals.dagster_names import DATA_VERSION_TAG
 from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
 from dbt_automation_demo.replay import parse
 
 SIZE_UNIT = "sources"
-SOURCE_MEASURES = ("observe every source", "automation tick after new source data")
+TICK_MEASURES = (
+    "automation tick after observing every source",
+    "automation tick, no observation since",
+)
+SOURCE_MEASURES = ("observe every source", *TICK_MEASURES)
+INITIAL_DATA_VERSION = "first"
 
 
 def source_figures(scratch: Path, sources: int, repeat: int, seed: int) -> list[Comparison]:
@@ -46,10 +51,7 @@ def source_figures(scratch: Path, sources: int, repeat: int, seed: int) -> list[
         load_raw_tables(warehouse, tables)
         parse(project_dir)
         project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
-        return [
-            observation(project, sources, repeat),
-            tick_after_new_data(project, sources, repeat),
-        ]
+        return [observation(project, sources, repeat), *ticks(project, sources, repeat)]
 
 
 def observation(project: DbtProject, sources: int, repeat: int) -> Comparison:
@@ -94,42 +96,72 @@ def _observe_every_source(job: dg.JobDefinition, instance: dg.DagsterInstance, s
         raise RuntimeError(f"the observation saw data in {observed} of {sources} sources")
 
 
-def tick_after_new_data(project: DbtProject, sources: int, repeat: int) -> Comparison:
-    """The automation tick after new data landed on a twentieth of the sources: our policies
-    against `eager()` on every asset, both from an instance in which every model was built and
-    every source observed once. New data is an observation with a new data version, as the
-    observation job records it."""
+class EagerOverObservedSources(CustomDbtComponent):
+    """Our component, sources observed, with Dagster's `eager()` on every asset in place of
+    the policies: `eager()` sees the same observations (the stock component has no source
+    events at all, so its views never refresh and its tick has nothing to do for them)."""
+
+    def policy_for(self, node, materialized: str) -> dg.AutomationCondition:
+        return dg.AutomationCondition.eager()
+
+
+class Observations:
+    """The observation job's records, as it makes them: every source observed at once, with
+    its data version, new on the sources where data landed."""
+
+    def __init__(self, sources: list[dg.AssetKey]):
+        self.versions = {key: INITIAL_DATA_VERSION for key in sources}
+        self.landings = itertools.count(1)
+
+    def report(self, instance: dg.DagsterInstance, landing: tuple[list, list]) -> None:
+        observed, landed = landing
+        for key in landed:
+            self.versions[key] = f"landed-{next(self.landings)}"
+        for key in observed:
+            instance.report_runless_asset_event(
+                dg.AssetObservation(key, tags={DATA_VERSION_TAG: self.versions[key]})
+            )
+
+
+def ticks(project: DbtProject, sources: int, repeat: int) -> list[Comparison]:
+    """Our policies against `eager()` on every asset over the same observed sources, both from
+    an instance in which every model was built and every source observed once: the tick right
+    after an observation of every source, new data on a twentieth of them (the observation
+    schedule's tick), and a tick with no observation since (the sensor's other ticks: it runs
+    every 30 s, the observations every 5 minutes by default)."""
     ours_defs = component_defs(component=CustomDbtComponent(project=project))
-    eager_defs = component_defs(component=EagerDbtComponent(project=project))
+    eager_defs = component_defs(component=EagerOverObservedSources(project=project))
     graph = ours_defs.resolve_asset_graph()
     assets = sorted(graph.materializable_asset_keys)
     source_keys = sorted(graph.observable_asset_keys)
-    activity = [[]] + [seeds_landing(source_keys, tick) for tick in range(repeat)]
+    observed = [(source_keys, seeds_landing(source_keys, tick)) for tick in range(repeat)]
+    activity = [([], [])] + observed + [([], [])] * repeat
 
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
-        template = everything_built(Path(scratch) / "template", assets, source_keys)
-        ours = TickSeries(ours_defs, template, Path(scratch) / "ours", activity, report_new_data)
-        eager = TickSeries(eager_defs, template, Path(scratch) / "eager", activity, report_new_data)
+        template = everything_built(
+            Path(scratch) / "template", assets, source_keys, INITIAL_DATA_VERSION
+        )
+        ours, eager = (
+            TickSeries(defs, template, Path(scratch) / side, activity,
+                       Observations(source_keys).report)
+            for defs, side in ((ours_defs, "ours"), (eager_defs, "eager"))
+        )  # fmt: skip
         with ours, eager, long_lived_objects_frozen():
             ours.tick(), eager.tick()
-            ours_seconds, eager_seconds = alternate(ours.tick, eager.tick, repeat)
-    requested = statistics.median(ours.requested[1:])
-    if requested != len(activity[-1]):  # each landed source requests its one view, once
-        raise RuntimeError(f"new data on {len(activity[-1])} sources requested {requested}")
-    return Comparison(
-        "automation tick after new source data",
-        sources,
-        "project policies",
-        "eager() on every asset",
-        ours_seconds,
-        eager_seconds,
-        repeat,
-        details={
-            "assets": len(assets) + len(source_keys),
-            "sources_with_new_data_per_tick": len(activity[-1]),
-            "ours_requested_median": requested,
-            "stock_requested_median": statistics.median(eager.requested[1:]),
-            "ours_ms_per_source": 1000 * ours_seconds / sources,
-        },
-        size_unit=SIZE_UNIT,
-    )
+            after_observation = alternate(ours.tick, eager.tick, repeat)
+            quiet = alternate(ours.tick, eager.tick, repeat)
+    landed = len(observed[-1][1])
+    requested = ours.requested[1 : repeat + 1]
+    if requested != [landed] * repeat or any(ours.requested[repeat + 1 :]):
+        raise RuntimeError(f"new data on {landed} sources per tick requested {ours.requested}")
+    details = {
+        "assets": len(assets) + len(source_keys),
+        "sources_with_new_data_per_tick": landed,
+        "ours_requested_median": statistics.median(requested),
+        "stock_requested_median": statistics.median(eager.requested[1 : repeat + 1]),
+    }
+    return [
+        Comparison(measure, sources, "project policies", "eager() on every asset, sources observed",
+                   *seconds, repeat, details=details, size_unit=SIZE_UNIT)
+        for measure, seconds in zip(TICK_MEASURES, (after_observation, quiet), strict=True)
+    ]  # fmt: skip

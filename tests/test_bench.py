@@ -4,6 +4,7 @@ import filecmp
 
 from bench.__main__ import _missing_figures, _parser, _plan, _row, _table
 from bench.measure import Comparison
+from bench.sources import SOURCE_MEASURES
 from bench.synthetic import generate_project, shape_for
 
 
@@ -45,8 +46,9 @@ def test_completeness_check_names_every_missing_figure():
     settings = plan("--sizes", "100", "--sources", "100")
     missing = _missing_figures({"figures": [figure], "settings": settings})
     assert missing == [
-        "automation tick after new source data @ 100",
+        "automation tick after observing every source @ 100",
         "automation tick @ 100",
+        "automation tick, no observation since @ 100",
         "dev loop after an SQL edit @ 100",
         "materialize the demo (8 assets, 28 tests) @ None",
         "observe every source @ 100",
@@ -86,23 +88,26 @@ def test_the_smoke_run_expects_every_kind_of_figure_at_100_models_once():
     ]
     missing = _missing_figures({"figures": [], "settings": smoke})
     assert "materialize the demo (8 assets, 28 tests) @ None" in missing
-    assert {"observe every source @ 100", "automation tick after new source data @ 100"} <= set(
-        missing
-    )
+    assert {
+        "observe every source @ 100",
+        "automation tick after observing every source @ 100",
+        "automation tick, no observation since @ 100",
+    } <= set(missing)
     assert {name for name in missing if name.endswith("@ 100")} >= {
         "definitions build @ 100", "automation tick @ 100", "dev loop after an SQL edit @ 100",
     }  # fmt: skip
 
 
 def test_the_quick_run_measures_observing_100_and_1000_sources():
-    assert plan("--quick")["source_sizes"] == (100, 1000)
-    assert [name for name in _missing_figures({"figures": [], "settings": plan("--quick")})
-            if "source" in name] == [
-        "automation tick after new source data @ 100",
-        "automation tick after new source data @ 1000",
-        "observe every source @ 100",
-        "observe every source @ 1000",
-    ]  # fmt: skip
+    quick = plan("--quick")
+    assert quick["source_sizes"] == (100, 1000)
+    missing = set(_missing_figures({"figures": [], "settings": quick}))
+    assert {f"{measure} @ {size}" for measure in SOURCE_MEASURES for size in (100, 1000)} <= missing
+    assert SOURCE_MEASURES == (
+        "observe every source",
+        "automation tick after observing every source",
+        "automation tick, no observation since",
+    )
 
 
 def test_a_figure_sized_in_sources_says_so():

@@ -66,6 +66,7 @@ PRIVATE_NAMES = [
     ),
     Private("dagster._core.asset_graph_view.entity_subset:EntitySubset", "the conditions"),
     Private("dagster._core.asset_graph_view.asset_graph_view:AssetGraphView", "the conditions"),
+    Private("dagster._core.asset_graph_view.asset_graph_view:TemporalContext", "AnyParentUpdated"),
     Private("dagster._record:record", "the conditions"),
     Private(
         "dagster._core.definitions.assets.graph.asset_graph:executable_in_same_run",

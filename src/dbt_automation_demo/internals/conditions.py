@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 from dagster import AssetKey
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.asset_graph_view.entity_subset import EntitySubset
 from dagster._core.definitions.assets.graph.asset_graph import executable_in_same_run
 from dagster._core.definitions.declarative_automation.automation_condition import (
@@ -262,7 +262,12 @@ async def _parent_updated(context: dg.AutomationContext, parent: dg.AssetKey) ->
     candidates = context.candidate_subset.compute_mapped_subset(parent, direction="up")
     view = context.asset_graph_view
     updated = view.get_empty_subset(key=parent)
-    if context.previous_temporal_context is not None and not candidates.is_empty:
+    previous = context.previous_temporal_context
+    if (
+        previous is not None
+        and not candidates.is_empty
+        and _has_event_since(view, parent, previous)
+    ):
         updated = candidates.compute_intersection(
             await view.compute_updated_since_temporal_context_subset(
                 key=parent, temporal_context=context.previous_temporal_context
@@ -275,6 +280,47 @@ async def _parent_updated(context: dg.AutomationContext, parent: dg.AssetKey) ->
                 )
             )
     return updated.compute_union(_requested_this_tick(context, parent))
+
+
+def _has_event_since(view: AssetGraphView, parent: dg.AssetKey, previous: TemporalContext) -> bool:
+    """False only when an unpartitioned observed source was not observed since the previous
+    evaluation. Dagster's updated-since query reads the event log for each observable parent on
+    every tick (its batched asset records answer only for materializable ones): one query per
+    source per tick, though most ticks follow no observation. One query per tick for every
+    observation since answers for all of them."""
+    node = view.asset_graph.get(parent)
+    if node.is_materializable or not node.is_observable or node.partitions_def is not None:
+        return True
+    observed = _observed_since(view, previous.last_event_id or 0)
+    return observed is None or parent in observed
+
+
+# The most observations one query reads per tick; past it, each source is read as before.
+OBSERVATIONS_READ_PER_TICK = 10_000
+_observed_by_tick: "weakref.WeakKeyDictionary[AssetGraphView, dict[int, frozenset | None]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _observed_since(view: AssetGraphView, event_id: int) -> frozenset[dg.AssetKey] | None:
+    """The assets observed after `event_id` and up to this tick's last event, or None when
+    there were more than OBSERVATIONS_READ_PER_TICK observations."""
+    by_event_id = _observed_by_tick.setdefault(view, {})
+    if event_id not in by_event_id:
+        records = view.instance.event_log_storage.get_event_records(
+            dg.EventRecordsFilter(
+                event_type=dg.DagsterEventType.ASSET_OBSERVATION,
+                after_cursor=event_id,
+                before_cursor=_plus_one(view.last_event_id),
+            ),
+            limit=OBSERVATIONS_READ_PER_TICK + 1,
+        )
+        by_event_id[event_id] = (
+            None
+            if len(records) > OBSERVATIONS_READ_PER_TICK
+            else frozenset(record.asset_key for record in records)
+        )
+    return by_event_id[event_id]
 
 
 def _run_targeted(asset: dg.AssetKey, parent: dg.AssetKey):
