@@ -100,7 +100,7 @@ PRIVATE_NAMES = [
     ),
     Private(
         "dagster._core.definitions.data_version:DATA_VERSION_TAG",
-        "demo.py, the benchmark",
+        "the source observations, the benchmark",
         kind=str,
     ),
     Private("dagster._core.remote_origin:InProcessCodeLocationOrigin", "replay.py"),

@@ -103,6 +103,31 @@ def test_a_missing_source_holds_its_views_which_run_once_when_data_lands(landing
     assert ticker.tick() == set()
 
 
+def test_an_observation_is_recorded_only_for_a_new_data_version(tmp_path, duckdb_file, instance):
+    """So the tick after an observation reads only the sources with new data; each observation
+    run still records every source's checks."""
+    project = project_with_a_landing_zone(tmp_path / "analytics_dbt")
+    defs = build_defs(project)
+
+    def observations() -> dict[str, int]:
+        return {
+            source: len(
+                instance.fetch_observations(dg.AssetKey.from_user_string(source), 10).records
+            )
+            for source in WITH_DATA
+        }
+
+    land(project, "payments", 1)
+    land(project, "refunds", 1)
+    assert observe(defs, instance) == WITH_DATA
+    assert observations() == {"landing/payments": 1, "landing/refunds": 1}
+    assert observe(defs, instance) == WITH_DATA  # the same data: its checks, no observation
+    assert observations() == {"landing/payments": 1, "landing/refunds": 1}
+    land(project, "refunds", 2)
+    assert observe(defs, instance) == WITH_DATA
+    assert observations() == {"landing/payments": 1, "landing/refunds": 2}
+
+
 def test_the_first_observation_of_a_fresh_clone_sees_the_data_before_any_build(
     tmp_path, duckdb_file, instance
 ):

@@ -22,7 +22,6 @@ from dbt_automation_demo.components.source_observations import (
     FRESHNESS_CHECK,
     observation_job_name,
 )
-from dbt_automation_demo.internals.dagster_names import DATA_VERSION_TAG
 from dbt_automation_demo.land import land_a_batch
 from dbt_automation_demo.replay import (
     DBT_DEFS_YAML,
@@ -45,7 +44,6 @@ class Timeline:
     def __init__(self, ticker: Ticker, instance: dg.DagsterInstance):
         self.ticker = ticker
         self.instance = instance
-        self.data_versions: dict[str, str] = {}  # each source's, at its last observation
 
     def say(self, what: str) -> None:
         print(f"{self.ticker.now:%a %H:%M}  {what}", flush=True)
@@ -91,17 +89,14 @@ class Timeline:
         job = self.ticker.defs.resolve_job_def(OBSERVE_JOB)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             result = job.execute_in_process(instance=self.instance)
-        for event in result.get_asset_observation_events():
-            source = event.asset_key.to_user_string()
-            version = event.asset_observation_data.asset_observation.tags[DATA_VERSION_TAG]
-            seen = "new data" if self.data_versions.get(source) != version else "no new data"
-            self.data_versions[source] = version
-            freshness = next(
-                check.metadata["dbt freshness status"].value
-                for check in result.get_asset_check_evaluations()
-                if check.asset_key == event.asset_key and check.check_name == FRESHNESS_CHECK
-            )
-            self.say(f"observe {source}: {seen}; dbt freshness: {freshness}")
+        # An observation is recorded only for a new data version; each source's checks, always.
+        observed = {event.asset_key for event in result.get_asset_observation_events()}
+        for check in result.get_asset_check_evaluations():
+            if check.check_name == FRESHNESS_CHECK:
+                seen = "new data" if check.asset_key in observed else "no new data"
+                freshness = check.metadata["dbt freshness status"].value
+                self.say(f"observe {check.asset_key.to_user_string()}: {seen}; "
+                         f"dbt freshness: {freshness}")  # fmt: skip
 
     def why_waiting(self, asset: str) -> None:
         """The parent the last evaluation names as holding the asset back, as the UI shows it."""

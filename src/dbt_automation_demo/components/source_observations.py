@@ -7,6 +7,9 @@ observed on a cron (one run for all of them, in the warehouse pool). Guarantees:
   `dbt source freshness` (`max_loaded_at`) where the source sets `loaded_at_field` or
   `loaded_at_query`; otherwise the files' paths, sizes and modification times for a file source
   (dbt-duckdb's `external_location`), or the row count and content hash of a DuckDB table;
+- an observation is recorded only when the data version is not the last one recorded, so the
+  automation tick after an observation reads only the sources with new data; each observation
+  run still records every source's `dbt_source_has_data` check (and freshness check);
 - a source that has no data (no file matches, the table is missing or empty, the query fails)
   gets no observation: it stays missing, which holds the models below it back as a missing
   parent does; its check `dbt_source_has_data` fails and says why (a warning: the
@@ -33,6 +36,7 @@ from dagster.components.resolved.model import Resolver
 from dagster_dbt import DbtCliResource, DbtProject
 
 from dbt_automation_demo.automation import OBSERVED, OBSERVED_SOURCE_TAG
+from dbt_automation_demo.internals.dagster_names import DATA_VERSION_TAG
 from dbt_automation_demo.internals.dbt_cli import skip_dbt_version_probe
 from dbt_automation_demo.internals.observations_in_pool import observed_in_pool
 
@@ -203,8 +207,9 @@ def observe_sources(
     duckdb_file: Path | None,
     speedups: bool = True,
 ) -> Iterator:
-    """For each source: an observation and a passed `dbt_source_has_data` check if it has data
-    (and its freshness check), or only that check, failed, saying why."""
+    """For each source: a passed `dbt_source_has_data` check if it has data (and its freshness
+    check), with an observation when its data version is not the last one recorded; or only
+    that check, failed, saying why."""
     by_dbt = [source for source in sources if source.uses_dbt_freshness]
     if by_dbt and duckdb_file is not None:
         # dbt-duckdb hangs, without an error, on a database whose folder does not exist (as on
@@ -221,12 +226,19 @@ def observe_sources(
             context.log.warning(f"dbt source {source.name} has no data to observe: {why}")
             yield _has_data(source, why=str(why))
             continue
-        yield dg.ObserveResult(
-            asset_key=source.key, data_version=dg.DataVersion(version), metadata=metadata
-        )
+        if version != _last_data_version(context.instance, source.key):
+            yield dg.ObserveResult(
+                asset_key=source.key, data_version=dg.DataVersion(version), metadata=metadata
+            )
         yield _has_data(source, why=None)
         if source.freshness_criteria:
             yield _freshness_result(source, status, metadata)
+
+
+def _last_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """The data version of the source's last observation, if any."""
+    records = instance.fetch_observations(key, limit=1).records
+    return records[0].asset_observation.tags.get(DATA_VERSION_TAG) if records else None
 
 
 def _has_data(source: Source, why: str | None) -> dg.AssetCheckResult:
