@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -167,18 +167,15 @@ def report_materialized(instance: dg.DagsterInstance, keys) -> None:
 
 
 def everything_built(
-    home: Path,
-    assets: list[dg.AssetKey],
-    sources: list[dg.AssetKey] = (),
-    source_data_version: str = "first",
+    home: Path, assets: list[dg.AssetKey], sources: Sequence[dg.AssetKey] = ()
 ) -> Path:
     """An instance in which every asset has been materialized once, and every observed source
-    observed with data (of this data version): each side gets a copy."""
+    observed with data: each side gets a copy."""
     with _instance(home) as instance:
         report_materialized(instance, assets)
         for key in sources:
             instance.report_runless_asset_event(
-                dg.AssetObservation(key, tags={DATA_VERSION_TAG: source_data_version})
+                dg.AssetObservation(key, tags={DATA_VERSION_TAG: "first"})
             )
     return home
 

@@ -42,7 +42,6 @@ TICK_MEASURES = (
     "automation tick, no observation since",
 )
 SOURCE_MEASURES = ("observe every source", *TICK_MEASURES)
-INITIAL_DATA_VERSION = "first"
 
 
 def source_figures(scratch: Path, sources: int, repeat: int, seed: int) -> list[Comparison]:
@@ -150,9 +149,7 @@ def ticks(project: DbtProject, sources: int, repeat: int) -> list[Comparison]:
     activity = [[]] + landings + [[]] * repeat
 
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
-        template = everything_built(
-            Path(scratch) / "template", assets, source_keys, INITIAL_DATA_VERSION
-        )
+        template = everything_built(Path(scratch) / "template", assets, source_keys)
         ours, eager = (
             TickSeries(defs, template, Path(scratch) / side, activity, report_new_data)
             for defs, side in ((ours_defs, "ours"), (eager_defs, "eager"))
