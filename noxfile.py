@@ -259,15 +259,16 @@ def library(session: nox.Session) -> None:
 
 
 # What `nox -s stock` runs with `speedups: false`: every scenario module of the behaviour table
-# (views, tables, the test gate, code versions, tags and selection, sensors, the schedule, the
-# PostgreSQL outage), on SQLite, and the differential proof at length. The scenarios run on both
-# storages in `nox -s tests`, with the speedups; what the switch changes (Dagster's built-in
-# conditions, dagster-dbt's stock paths) reads and writes the instance through Dagster's own
-# storage API alike on both (docs/guarantees.md).
+# (views, tables, the test gate and tests on several models, code versions, tags and selection,
+# sensors, the schedule, the PostgreSQL outage), on SQLite, and the differential proof at
+# length. The scenarios run on both storages in `nox -s tests`, with the speedups; what the
+# switch changes (Dagster's built-in conditions, dagster-dbt's stock paths) reads and writes the
+# instance through Dagster's own storage API alike on both (docs/guarantees.md).
 STOCK_TESTS = (
     "tests/test_automation_views.py",
     "tests/test_automation_tables.py",
     "tests/test_test_gate.py",
+    "tests/test_multi_model_tests.py",
     "tests/test_code_versions.py",
     "tests/test_source_observations.py",
     "tests/test_tags_and_selection.py",

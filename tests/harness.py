@@ -1,5 +1,6 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
+import csv
 import os
 import re
 import shutil
@@ -19,7 +20,8 @@ from dagster._core.events import (
     DagsterEvent,
     DagsterEventType,
 )
-from dagster._core.execution.api import execute_run_iterator
+from dagster._core.execution.api import create_execution_plan, execute_run_iterator
+from dagster._core.snap import snapshot_from_execution_plan
 
 from dbt_automation_demo import replay
 from dbt_automation_demo.components.source_observations import (
@@ -111,6 +113,74 @@ def the_sensors_run_requests(ticker: Ticker) -> list[dg.RunRequest]:
         run_tags=None,
         emit_backfills=sensor.emit_backfills,
     )
+
+
+def land_orders_of_an_unknown_customer(project_dir: Path) -> None:
+    """The shipped orders in the project's seed, the first one placed by customer 99999, who
+    does not exist: stg_orders' `relationships` test to stg_customers fails on them."""
+    orders = project_dir / "seeds" / "raw_orders.csv"
+    with (SHIPPED_DBT_PROJECT / "seeds" / "raw_orders.csv").open(newline="") as file:
+        header, first, *rest = csv.reader(file)
+    first[header.index("customer_id")] = "99999"
+    with orders.open("w", newline="") as file:
+        csv.writer(file).writerows([header, first, *rest])
+
+
+def checks_requested(ticker: Ticker) -> set[str]:
+    """The checks the ticker's last evaluation requested through their own automation
+    condition, as `asset name:check name`."""
+    return {
+        f"{subset.key.asset_key.to_user_string()}:{subset.key.name}"
+        for subset in ticker.last_evaluation._requested_subsets
+        if isinstance(subset.key, dg.AssetCheckKey) and not subset.is_empty
+    }
+
+
+def launch(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> list[str]:
+    """A real run of a sensor's run request, its assets and exactly its checks, as the run
+    launcher runs it: what the run did, in order ("built X", "CHECK passed/failed")."""
+    assets = frozenset(request.asset_selection or ())
+    checks = None if request.asset_check_keys is None else frozenset(request.asset_check_keys)
+    job = (
+        defs.resolve_implicit_global_asset_job_def()
+        .as_ephemeral_job(resource_defs={}, input_values={})  # in this process
+        .get_subset(asset_selection=assets, asset_check_selection=checks)
+    )
+    # As the run launcher records it: `create_run_for_job` would drop the check selection.
+    plan = create_execution_plan(job)
+    run = instance.create_run(
+        job_name=job.name,
+        run_id=None,
+        run_config=None,
+        op_selection=None,
+        asset_selection=assets,
+        asset_check_selection=checks,
+        resolved_op_selection=None,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        status=None,
+        tags=None,
+        root_run_id=None,
+        parent_run_id=None,
+        job_snapshot=job.get_job_snapshot(),
+        execution_plan_snapshot=snapshot_from_execution_plan(plan, job.get_job_snapshot_id()),
+        parent_job_snapshot=job.get_parent_job_snapshot(),
+        remote_job_origin=None,
+        job_code_origin=None,
+        asset_graph=job.asset_layer.asset_graph,
+    )
+    return what_the_run_did(execute_run_iterator(InMemoryJob(job), run, instance))
+
+
+def what_the_run_did(events: Iterable[DagsterEvent]) -> list[str]:
+    """A run's materializations ("built X") and check results ("CHECK passed"), in order."""
+    done = []
+    for event in events:
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            done.append(f"built {event.asset_key.to_user_string()}")
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            done.append(f"{evaluation.check_name} {'passed' if evaluation.passed else 'failed'}")
+    return done
 
 
 @contextmanager

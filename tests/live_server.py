@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from dbt_automation_demo.internals.blocking_tests import DBT_EXECUTABLE
 from harness import ASSET_JOB, project_env
 
 READY_SECONDS = 180
@@ -140,7 +141,7 @@ class RunProcesses:
 
     run_workers: list[int]  # one per run: a child of the code server, `dg dev`'s default launcher
     steps: list[int]  # a child of a run worker per step (Dagster's multiprocess executor)
-    dbt_builds: list[int]  # `dbt build`, started by a step
+    dbt_builds: list[int]  # the component's `dbt build` (`dbt-blocking-tests`), by a step
 
 
 def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
@@ -157,7 +158,7 @@ def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
     return RunProcesses(
         run_workers=sorted(workers & set(parents)),
         steps=sorted(steps),
-        dbt_builds=sorted(children_of(steps, "dbt build")),
+        dbt_builds=sorted(children_of(steps, f"{DBT_EXECUTABLE} build")),
     )
 
 

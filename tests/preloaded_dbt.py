@@ -33,6 +33,11 @@ from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from pathlib import Path
 
+from dbt_automation_demo.internals.blocking_tests import (
+    DBT_EXECUTABLE,
+    add_edges_below_tested_models,
+)
+
 # What every `dbt build` of a DuckDB project imports after dbt's command line (the server's
 # start-up is paid once per test worker).
 PRELOADED = (
@@ -56,6 +61,9 @@ VALIDATED = (
     "dbt.task.test:TestResultData",
 )
 
+# The scripts it stands for: dbt's, and the component's `dbt` (blocking_tests.py's).
+SCRIPTS = ("dbt", DBT_EXECUTABLE)
+
 SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None
 
 CLIENT = """\
@@ -65,7 +73,8 @@ import json, os, signal, socket, sys
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 server.connect({socket_path!r})
 socket.send_fds(server, [b"."], [0, 1, 2])
-request = {{"argv": ["dbt", *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}}
+argv = [os.path.basename(sys.argv[0]), *sys.argv[1:]]
+request = {{"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}}
 server.sendall(json.dumps(request).encode() + b"\\n")
 replies = server.makefile("r")
 dbt = json.loads(replies.readline())["pid"]
@@ -101,11 +110,12 @@ def running(folder: Path) -> Iterator[Path]:
 def _serving(folder: Path, socket_path: Path) -> Iterator[Path]:
     client_dir = folder / "bin"
     client_dir.mkdir()
-    client = client_dir / "dbt"
-    client.write_text(
-        CLIENT.format(python=sys.executable, server=__file__, socket_path=str(socket_path))
-    )
-    client.chmod(0o755)
+    for name in SCRIPTS:
+        client = client_dir / name
+        client.write_text(
+            CLIENT.format(python=sys.executable, server=__file__, socket_path=str(socket_path))
+        )
+        client.chmod(0o755)
     with open(folder / "server.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, __file__, str(socket_path)],
@@ -118,7 +128,11 @@ def _serving(folder: Path, socket_path: Path) -> Iterator[Path]:
         yield client_dir
     finally:
         server.terminate()
-        server.wait()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def _wait_for(socket_path: Path, server: subprocess.Popen, log: Path) -> None:
@@ -130,6 +144,11 @@ def _wait_for(socket_path: Path, server: subprocess.Popen, log: Path) -> None:
 
 
 def serve(socket_path: str) -> None:
+    # An ignored signal stays ignored in a new program, and a test worker was seen ignoring
+    # SIGTERM and SIGINT after some tests: the server then outlived `terminate()`, and its worker
+    # waited for it forever at the end of the session.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for module in PRELOADED:
         importlib.import_module(module)
     for name in VALIDATED:
@@ -196,8 +215,12 @@ def _run_dbt(client: socket.socket) -> int:
 
 
 def _dbt_cli() -> int:
-    """What the `dbt` script does: dbt's click command, which exits with dbt's exit code."""
+    """What the script named by `argv[0]` does: dbt's click command, which exits with dbt's
+    exit code, with blocking_tests.py's edges for the component's `dbt`."""
     from dbt.cli.main import cli
+
+    if sys.argv[0] == DBT_EXECUTABLE:
+        add_edges_below_tested_models()
 
     try:
         cli()

@@ -43,7 +43,9 @@ class Private:
     @property
     def distribution(self) -> str:
         top = self.path.split(".")[0].split(":")[0]
-        return {"dbt": "dbt-duckdb"}.get(top, top.replace("_", "-"))
+        if top == "dbt":
+            return "dbt-duckdb" if self.path.startswith("dbt.adapters.duckdb") else "dbt-core"
+        return top.replace("_", "-")
 
     def resolve(self) -> object:
         module_name, _, attributes = self.path.partition(":")
@@ -153,6 +155,12 @@ PRIVATE_NAMES = [
         "dagster_dbt.core.dbt_event_iterator:_fetch_row_count_metadata",
         "cancellable_dbt.py",
         params=("invocation", "event"),
+    ),
+    # dbt: the build's graph, in the component's `dbt` (blocking_tests.py).
+    Private(
+        "dbt.compilation:Linker.add_test_edges",
+        "blocking_tests.py (replaced in its own process)",
+        params=("self", "manifest"),
     ),
     # dbt-duckdb: its process-wide connection.
     Private("dbt.adapters.duckdb.connections:DuckDBConnectionManager._LOCK", "duckdb_file.py"),

@@ -16,7 +16,8 @@ from dagster_dbt import DbtCliResource
 from packaging.version import Version
 
 from dbt_automation_demo.components.custom_dbt_component import CustomDbtComponent
-from dbt_automation_demo.internals.dbt_cli import skip_dbt_version_probe
+from dbt_automation_demo.internals.blocking_tests import DBT_EXECUTABLE
+from dbt_automation_demo.internals.dbt_cli import OWN_DBT_SCRIPTS, skip_dbt_version_probe
 from harness import (
     ALL_ASSETS,
     EDGES,
@@ -219,7 +220,8 @@ def test_a_run_in_process_leaves_the_working_directory_as_it_was(
 def test_a_run_starts_dbt_once_and_never_asks_its_version(shipped_defs, instance, duckdb_file):
     with started_commands() as commands:
         assert materialize(shipped_defs, instance, ["raw_customers"]).success
-    assert [command[:2] for command in commands if command[0] == "dbt"] == [["dbt", "build"]]
+    dbt_commands = [command[:2] for command in commands if command[0] in OWN_DBT_SCRIPTS]
+    assert dbt_commands == [[DBT_EXECUTABLE, "build"]]
 
 
 def test_refreshing_the_components_state_parses_in_this_process_and_starts_no_dbt(
@@ -235,7 +237,7 @@ def test_refreshing_the_components_state_parses_in_this_process_and_starts_no_db
         component.write_state_to_path(tmp_path / "state")
         edit_logic(project_dir, "stg_orders")
         component.write_state_to_path(tmp_path / "state")
-    assert [command for command in commands if command[0] == "dbt"] == []
+    assert [command for command in commands if command[0] in OWN_DBT_SCRIPTS] == []
     manifest = json.loads((project_dir / "target" / "manifest.json").read_text())
     assert manifest["nodes"]["model.analytics_dbt.stg_orders"]["raw_code"].endswith(
         NEUTRAL_EDIT.rstrip()  # dbt keeps a model's code without its final newline

@@ -24,6 +24,7 @@ from harness import (
     reload_defs,
     sql_file,
     the_sensors_run_requests,
+    what_the_run_did,
 )
 
 pytestmark = [
@@ -62,18 +63,6 @@ def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
             return FreshnessState.NOT_APPLICABLE
         evaluator = FRESHNESS_EVALUATORS_BY_POLICY_TYPE[type(node.freshness_policy)]()
         return asyncio.run(evaluator.evaluate_freshness(context=view, node=node))
-
-
-def what_the_run_did(result: dg.ExecuteInProcessResult) -> list[str]:
-    """The run's materializations ("built X") and check results ("TEST passed"), in order."""
-    done = []
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            done.append(f"built {event.asset_key.to_user_string()}")
-        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            done.append(f"{evaluation.check_name} {'passed' if evaluation.passed else 'failed'}")
-    return done
 
 
 def node_names(evaluation, asset: str) -> list[str]:
@@ -138,7 +127,9 @@ def test_a_parent_requested_on_the_same_tick_is_retested_in_the_same_run(
     assert ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30)) == DAILY_TICK
 
     (the_run,) = the_sensors_run_requests(ticker)
-    in_order = what_the_run_did(materialize(defs, built_instance, names(the_run.asset_selection)))
+    in_order = what_the_run_did(
+        materialize(defs, built_instance, names(the_run.asset_selection)).all_events
+    )
     retested = in_order.index(f"{STATUS_TEST} passed")
     # The marts that read stg_orders waited for that result, in the same run.
     assert all(in_order.index(f"built {mart}") > retested for mart in ORDERS_MARTS)
@@ -212,7 +203,9 @@ def test_a_table_that_failed_on_its_own_is_not_retried_when_its_parent_is_fixed(
     requested = ticker.tick_at(before_daily_tick.replace(hour=6, minute=0, second=30))
     assert requested == DAILY_TICK
 
-    in_order = what_the_run_did(materialize(defs, built_instance, requested, raise_on_error=False))
+    in_order = what_the_run_did(
+        materialize(defs, built_instance, requested, raise_on_error=False).all_events
+    )
     assert f"{COUNTRY_TEST} failed" in in_order
     assert not {f"built {table}" for table in TABLES} & set(in_order)
     assert [ticker.tick() for _ in range(3)] == [set(), set(), set()]

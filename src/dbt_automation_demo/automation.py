@@ -61,15 +61,16 @@ def safe_to_run(speedups: bool = True) -> dg.AutomationCondition:
     observation found data in it; an unobserved external asset never counts."""
     if speedups:
         return SafeToRun()
+    return ~AC.in_progress() & ~AC.any_deps_in_progress() & ~_any_dep_missing()
+
+
+def _any_dep_missing() -> dg.AutomationCondition:
+    """A parent Dagster builds or observes is missing and not requested on this tick."""
     # The component tags every source it makes observable, and only those.
     built_or_observed = dg.AssetSelection.all() | dg.AssetSelection.tag(
         OBSERVED_SOURCE_TAG, OBSERVED, include_sources=True
     )
-    return (
-        ~AC.in_progress()
-        & ~AC.any_deps_in_progress()
-        & ~AC.any_deps_missing().allow(built_or_observed)
-    )
+    return AC.any_deps_missing().allow(built_or_observed)
 
 
 def running_at_last_tick(cron: str, timezone: str, speedups: bool = True) -> dg.AutomationCondition:
@@ -199,6 +200,38 @@ def refresh_daily(
     )
     return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run(speedups)).with_label(
         f"refresh on cron '{cron}' ({timezone})"
+    )
+
+
+@functools.cache
+def run_as_soon_as_every_model_exists() -> dg.AutomationCondition:
+    """A dbt test that reads more than one model (`relationships`, a singular or package test
+    over several models), which is a check on the model it tests (dagster-io/dagster#17628).
+
+    Guarantees:
+    - it runs in every run of the model it tests, and of any other model it reads, once every
+      model it reads exists (built before, or requested on the same tick): dbt's own
+      `--indirect-selection buildable` leaves it out of a run that does not build them all;
+    - while a model it reads has never been built, it is deferred, not failed: not requested
+      with its model (its evaluation names the missing model), and requested once that model
+      exists, alone if that model was built by hand;
+    - never while it runs or a model it reads runs; a run that failed is not retried, and one
+      that passed is not repeated until a model it reads is requested again.
+
+    In the run, `dbt build` runs it before anything below the model it tests, and skips all of
+    that when it fails (`internals/blocking_tests.py`); across runs, the gate holds the
+    model's children back while it is the model's latest failed blocking check.
+    """
+    with_a_model = AC.any_deps_match(AC.will_be_requested()).with_label(
+        "a model it reads is requested"
+    )
+    not_run_since = AC.missing().with_label("not run since its model's latest build")
+    every_model_exists = (~_any_dep_missing()).with_label("every model it reads exists")
+    nothing_running = (~AC.in_progress() & ~AC.any_deps_in_progress()).with_label(
+        "neither it nor a model it reads is running"
+    )
+    return ((with_a_model | not_run_since) & every_model_exists & nothing_running).with_label(
+        "run as soon as every model it reads exists"
     )
 
 

@@ -23,13 +23,16 @@ from dbt_automation_demo.automation import (
     overdue_after_grace,
     refresh_daily,
     refresh_on_change,
+    run_as_soon_as_every_model_exists,
 )
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
+from dbt_automation_demo.components.multi_model_tests import multi_model_tests
 from dbt_automation_demo.components.source_observations import (
     SourceObservationArgs,
     build_source_observations,
     project_sources,
 )
+from dbt_automation_demo.internals.blocking_tests import DBT_EXECUTABLE
 from dbt_automation_demo.internals.cancellable_dbt import dbt_events
 from dbt_automation_demo.internals.collector import built_once_for_the_process
 from dbt_automation_demo.internals.dbt_cli import refresh_state, skip_dbt_version_probe
@@ -175,8 +178,9 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         Resolver.passthrough(
             description=(
                 "Arguments to the dbt CLI. The default builds with `--indirect-selection "
-                "buildable`: a test that reads a model outside the run (a relationships test "
-                "to a model never built) waits for a run that builds both, instead of failing."
+                "buildable`; each test on several models that the run plans (a relationships "
+                "test) is added by name once every model it reads exists, and a test that "
+                "reads a model never built is excluded, with a warning naming it."
             ),
             examples=[["build", "--indirect-selection", "buildable"]],
         ),
@@ -334,7 +338,18 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         if not (self.speedups and refresh_state(self, state_path)):
             super().write_state_to_path(state_path)
 
+    def get_cli_args(self, context: dg.AssetExecutionContext) -> list[str]:
+        """`cli_args`, and the run's tests on several models: each one planned runs when every
+        model it reads exists, and is deferred with a warning that names the missing model."""
+        tests = multi_model_tests(context)
+        for warning in tests.warnings:
+            context.log.warning(warning)
+        return [*super().get_cli_args(context), *tests.cli_args()]
+
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:
+        # dbt skips everything below a model whose test failed, for a test on several models
+        # too (dbt itself does only for a child of all the models the test reads).
+        dbt = dbt.model_copy(update={"dbt_executable": DBT_EXECUTABLE})
         warehouse_file = duckdb_path(Path(dbt.project_dir))
         if warehouse_file is not None:
             warehouse_file.parent.mkdir(parents=True, exist_ok=True)
@@ -386,6 +401,28 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
         # dagster-dbt has no translator method for Dagster's (new) freshness policy.
         freshness = self.component.freshness_for(node, node["config"]["materialized"])
         return spec if freshness is None else spec.replace_attributes(freshness_policy=freshness)
+
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or not spec.additional_deps:
+            return spec
+        # A test that reads other models too runs when they all exist, with any of them.
+        return dg.AssetCheckSpec(
+            name=spec.name,
+            asset=spec.asset_key,
+            description=spec.description,
+            additional_deps=spec.additional_deps,
+            blocking=spec.blocking,
+            metadata=spec.metadata,
+            automation_condition=run_as_soon_as_every_model_exists(),
+            partitions_def=spec.partitions_def,
+        )
 
     def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if self._code_versions is None:

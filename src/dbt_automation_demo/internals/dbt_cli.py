@@ -16,9 +16,13 @@ from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_dbt.dbt_project_manager import DbtProjectArgsManager
 from packaging.version import Version
 
+from dbt_automation_demo.internals.blocking_tests import DBT_EXECUTABLE
 from dbt_automation_demo.internals.cancellable_dbt import load_no_adapter
 from dbt_automation_demo.internals.collector import collector_paused
 from dbt_automation_demo.internals.project_snapshot import mirror
+
+# This environment's scripts that run its own dbt-core.
+OWN_DBT_SCRIPTS = ("dbt", DBT_EXECUTABLE)
 
 
 def refresh_state(component, state_path: Path) -> bool:
@@ -55,8 +59,8 @@ def skip_dbt_version_probe(dbt: DbtCliResource) -> None:
     for every run, so every run pays. When the `dbt` it would run is this environment's own,
     the answer is the installed dbt-core's version (uv.lock pins it), known without a process.
     """
-    own_dbt = shutil.which("dbt", path=sysconfig.get_path("scripts"))
-    if own_dbt is not None and shutil.which(dbt.dbt_executable) == own_dbt:
+    own = {shutil.which(name, path=sysconfig.get_path("scripts")) for name in OWN_DBT_SCRIPTS}
+    if shutil.which(dbt.dbt_executable) in own - {None}:
         dbt.__dict__["_cli_version"] = Version(importlib.metadata.version("dbt-core"))
 
 
