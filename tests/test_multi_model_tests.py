@@ -58,6 +58,20 @@ def the_only_run(defs: dg.Definitions, instance: dg.DagsterInstance, ticker: Tic
     return launch(defs, instance, request)
 
 
+def models_missing_for(ticker: Ticker, test: str) -> set[str]:
+    """The models the check's last evaluation names under "every model it reads exists", as its
+    *Automation* tab shows them: each one missing, and not requested on that tick."""
+    key = dg.AssetCheckKey(dg.AssetKey("stg_orders"), test)
+    pending = [next(result for result in ticker.last_evaluation.results if result.key == key)]
+    while pending:
+        node = pending.pop()
+        if node.condition.get_label() == "every model it reads exists":
+            (any_missing,) = node.child_results
+            return {dep.condition.name for dep in any_missing.child_results if dep.true_subset.size}
+        pending.extend(node.child_results)
+    raise AssertionError(f"no node 'every model it reads exists' in {test}'s evaluation")
+
+
 def built(done: list[str]) -> set[str]:
     return {step.removeprefix("built ") for step in done if step.startswith("built ")}
 
@@ -159,6 +173,7 @@ def test_a_test_whose_other_model_was_never_built_is_deferred_visibly_and_runs_o
 
     assert ticker.tick() == {"stg_orders"}
     assert checks_requested(ticker) == set()  # deferred: stg_customers was never built
+    assert models_missing_for(ticker, RELATIONSHIPS) == {"stg_customers"}  # its evaluation says so
     (request,) = the_sensors_run_requests(ticker)
     assert dg.AssetCheckKey(dg.AssetKey("stg_orders"), RELATIONSHIPS) not in (
         request.asset_check_keys
