@@ -342,8 +342,8 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         """`cli_args`, and the run's tests on several models: each one planned runs when every
         model it reads exists, and is deferred with a warning that names the missing model."""
         tests = multi_model_tests(context)
-        for warning in tests.warnings:
-            context.log.warning(warning)
+        for test in tests.deferred:
+            context.log.warning(test.warning())
         return [*super().get_cli_args(context), *tests.cli_args()]
 
     def execute(self, context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator:

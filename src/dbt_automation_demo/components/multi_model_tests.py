@@ -21,13 +21,29 @@ UNIQUE_ID = "dagster_dbt/unique_id"
 MANIFEST = "dagster_dbt/manifest"
 
 
+@dataclass(frozen=True)
+class DeferredTest:
+    """A planned test that reads a model never built: excluded from the run, and said so."""
+
+    check_key: dg.AssetCheckKey
+    fqn: str  # its dbt selection string
+    missing: list[str]  # the models it reads that were never built
+
+    def warning(self) -> str:
+        return (
+            f"dbt test {self.check_key.name} (a check on "
+            f"{self.check_key.asset_key.to_user_string()}) is deferred, not run: it also reads "
+            f"{', '.join(self.missing)}, which has never been built. It runs once every model "
+            "it reads exists."
+        )
+
+
 @dataclass
 class MultiModelTests:
     """The run's planned tests on several models: selected by name, or deferred."""
 
     selected: list[str] = field(default_factory=list)  # dbt selection strings (FQNs)
-    deferred: dict[str, list[str]] = field(default_factory=dict)  # FQN -> the missing models
-    warnings: list[str] = field(default_factory=list)
+    deferred: list[DeferredTest] = field(default_factory=list)
 
     def cli_args(self) -> list[str]:
         """dbt's arguments for them, each list as one argument (dagster-dbt passes one value
@@ -36,7 +52,7 @@ class MultiModelTests:
         if self.selected:
             args += ["--select", " ".join(self.selected)]
         if self.deferred:
-            args += ["--exclude", " ".join(self.deferred)]
+            args += ["--exclude", " ".join(test.fqn for test in self.deferred)]
         return args
 
 
@@ -64,15 +80,10 @@ def multi_model_tests(context: dg.AssetExecutionContext) -> MultiModelTests:
     for check_key, (spec, others) in sorted(planned.items(), key=lambda item: str(item[0])):
         fqn = ".".join(manifest["nodes"][spec.metadata[UNIQUE_ID]]["fqn"])
         missing = sorted(key.to_user_string() for key in others & never_built)
-        if not missing:
+        if missing:
+            tests.deferred.append(DeferredTest(check_key, fqn, missing))
+        else:
             tests.selected.append(fqn)
-            continue
-        tests.deferred[fqn] = missing
-        tests.warnings.append(
-            f"dbt test {check_key.name} (a check on {check_key.asset_key.to_user_string()}) is "
-            f"deferred, not run: it also reads {', '.join(missing)}, which has never been built. "
-            "It runs once every model it reads exists."
-        )
     return tests
 
 
