@@ -13,6 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationPlanned,
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import (
@@ -87,21 +91,54 @@ def report_event(
     )
 
 
-def start_recorded_run(instance: dg.DagsterInstance, targets: list[str]) -> dg.DagsterRun:
-    """A run of the asset job for `targets`, recorded as a launched one is: its asset selection
-    (what `any_deps_updated()` reads) and its planned materializations (what `in_progress()`
-    reads), without running anything."""
+def start_recorded_run(
+    instance: dg.DagsterInstance,
+    targets: list[str],
+    checks: Iterable[dg.AssetCheckKey] = (),
+) -> dg.DagsterRun:
+    """A run of the asset job for `targets` and `checks`, recorded as a launched one is: its
+    asset and check selections (what `any_deps_updated()` reads) and its planned
+    materializations and checks (what `in_progress()` reads), without running anything."""
+    checks = frozenset(checks)
     run = instance.add_run(
         dg.DagsterRun(
             job_name=ASSET_JOB,
             status=dg.DagsterRunStatus.STARTED,
             asset_selection=frozenset(dg.AssetKey(name) for name in targets),
+            asset_check_selection=checks,
         )
     )
     for name in targets:
         planned = AssetMaterializationPlannedData(dg.AssetKey(name))
         report_event(instance, run, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, planned)
+    for key in sorted(checks):
+        planned = AssetCheckEvaluationPlanned(asset_key=key.asset_key, check_name=key.name)
+        report_event(instance, run, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED, planned)
     return run
+
+
+def report_check_result(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, key: dg.AssetCheckKey, passed: bool
+) -> None:
+    """The check's result in the run, on its asset's latest materialization, as a run records
+    it."""
+    latest = instance.fetch_materializations(key.asset_key, limit=1).records
+    target = next(
+        (
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            )
+            for record in latest
+        ),
+        None,
+    )
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=passed,
+        target_materialization_data=target,
+    )
+    report_event(instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation)
 
 
 def the_sensors_run_requests(ticker: Ticker) -> list[dg.RunRequest]:

@@ -26,10 +26,21 @@ dbt sources (observed, never built): an observation that finds new data (a new d
 or the first) is an update of the source, as a parent's build is; one that finds the same data
 is nothing. A source never observed with data is missing.
 
-Both, dbt's tests: never while a parent (not requested on the same tick) failed: its latest
-blocking test failed on its latest build, or its latest run failed without building it. A run
-that fails skips what is downstream of a failure in it (a failed test, or a target it did not
-build); each asset it skipped so is due again (a trigger, as above) from the next tick on.
+Both, dbt's tests: never while a parent (not requested on the same tick) failed: the latest
+result of one of its blocking tests is a failure on its latest build, or its latest run failed
+without building it. A run that fails skips what is downstream of a failure in it (a failed
+test, or a target it did not build); each asset it skipped so is due again (a trigger, as
+above) from the next tick on.
+
+A blocking test that reads more than one model (`relationships`, a singular test over several
+models) is requested on its own, never while it or a model it reads runs, and only once every
+model it reads exists (built, or requested on the same tick):
+- with every request of a model it reads;
+- or while it has no result since its model's latest build: a result is an evaluation after
+  that build, or a run that planned it and ended (without running it: it was deferred, or the
+  run failed first) and that started after the run of that build, or is that run.
+A run plans the tests of its targets (a run by hand) or exactly the tests requested (the
+sensor's); it runs one once every model the test reads is built, in the run or before.
 """
 
 from collections.abc import Iterable, Sequence
@@ -59,6 +70,25 @@ def latest_cron_tick(cron: str, at: datetime) -> datetime:
     raise ValueError(f"the model knows no cron {cron!r}")
 
 
+@dataclass(frozen=True)
+class ModelTest:
+    """A blocking test on `model` that also reads other models (`reads` holds them all); its
+    name is `model:test`."""
+
+    name: str
+    model: str
+    reads: frozenset[str]
+
+
+@dataclass
+class _TestRecord:
+    """The latest record of a test: planned in a run, then evaluated, or not (yet)."""
+
+    run_id: str
+    passed: bool | None = None  # None: not evaluated
+    target: int | None = None  # the event of its model's latest build when it was evaluated
+
+
 @dataclass
 class _Evaluated:
     at: datetime
@@ -72,6 +102,7 @@ class ReferenceModel:
     running: dict[str, frozenset[str]] = field(default_factory=dict)  # run id -> its targets
     last_planned_by: dict[str, str] = field(default_factory=dict)  # asset -> run id
     last_built: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
+    last_run_of_build: dict[str, str] = field(default_factory=dict)  # asset -> run id
     edited: set[str] = field(default_factory=set)  # since the asset's last evaluation
     events: int = 0
     evaluated: dict[str, _Evaluated] = field(default_factory=dict)
@@ -82,12 +113,19 @@ class ReferenceModel:
     waiting_cron: set[str] = field(default_factory=set)
     waiting_skipped: set[str] = field(default_factory=set)
     failed_runs: dict[str, frozenset[str]] = field(default_factory=dict)  # run id -> built
-    check_failed_on: dict[str, int] = field(default_factory=dict)  # asset -> its build's event
+    run_started_at: dict[str, int] = field(default_factory=dict)  # run id -> event
+    tests: dict[str, ModelTest] = field(default_factory=dict)  # those on more than one model
+    # "model:test" -> its records by run, oldest first (Dagster's latest is the last)
+    test_records: dict[str, dict[str, _TestRecord]] = field(default_factory=dict)
+    tests_planned: dict[str, frozenset[str]] = field(default_factory=dict)  # run id -> tests
+    tests_requested: set[str] = field(default_factory=set)  # on the last tick
     skipped_by_run_ending: list[tuple[int, frozenset[str]]] = field(default_factory=list)
 
-    def define(self, assets: Iterable[ModelAsset]) -> None:
-        """The project now holds these assets (new ones have never been evaluated)."""
+    def define(self, assets: Iterable[ModelAsset], tests: Iterable[ModelTest] = ()) -> None:
+        """The project now holds these assets (new ones have never been evaluated), and these
+        tests on more than one model."""
         self.assets = {asset.name: asset for asset in assets}
+        self.tests = {test.name: test for test in tests}
 
     def edit(self, name: str) -> None:
         self.edited.add(name)
@@ -99,29 +137,67 @@ class ReferenceModel:
             self.built.add(source)
             self.last_built[source] = (self.events, frozenset())
 
-    def run_started(self, run_id: str, targets: Iterable[str]) -> None:
+    def tests_planned_by_hand(self, targets: Iterable[str]) -> set[str]:
+        """The tests on more than one model that a run of `targets` started by hand plans: those
+        on its targets."""
+        return {test.name for test in self.tests.values() if test.model in targets}
+
+    def run_started(
+        self, run_id: str, targets: Iterable[str], tests: Iterable[str] | None = None
+    ) -> None:
+        """A run of `targets` starts, planning `tests` (by default, as a run by hand does)."""
         self.running[run_id] = frozenset(targets)
         for name in targets:
             self.last_planned_by[name] = run_id
         self.events += 1
+        self.run_started_at[run_id] = self.events
+        planned = self.tests_planned_by_hand(targets) if tests is None else set(tests)
+        self.tests_planned[run_id] = frozenset(planned)
+        for test in planned:
+            self.test_records.setdefault(test, {})[run_id] = _TestRecord(run_id)
+
+    def tests_that_run(self, run_id: str, built: Iterable[str]) -> set[str]:
+        """The tests the run planned that ran: every model each reads is built, in the run (if
+        the run targets it) or before."""
+        targets, built = self.running[run_id], set(built)
+        return {
+            test
+            for test in self.tests_planned[run_id]
+            if all(
+                name in built if name in targets else name in self.built
+                for name in self.tests[test].reads
+            )
+        }
 
     def run_ended(
         self, run_id: str, built: Sequence[str], failed_tests: Iterable[str] = ()
     ) -> None:
-        """The run ends, having built `built`, and the blocking tests of `failed_tests` (built
-        in it) failed; it succeeded if it built all its targets and no test failed."""
+        """The run ends, having built `built`, and the blocking tests `failed_tests` (each
+        `model:test`, the model built in the run, or a test on more than one model that ran in
+        it) failed; the other tests on more than one model that could run passed. It succeeded
+        if it built all its targets and no test failed."""
+        failed_tests = set(failed_tests)
+        ran = self.tests_that_run(run_id, built) | failed_tests
         targets = self.running.pop(run_id)
         for name in built:
             self.events += 1
             self.built.add(name)
             self.last_built[name] = (self.events, targets)
-        for name in failed_tests:
-            self.check_failed_on[name] = self.last_built[name][0]
+            self.last_run_of_build[name] = run_id
+        for test in ran:
+            self.events += 1
+            model = _tested_model(test)
+            target = self.last_built[model][0] if model in self.last_built else None
+            # The result fills in the record its run planned, where it was (a record planned
+            # later stays the latest), or is a new record.
+            self.test_records.setdefault(test, {})[run_id] = _TestRecord(
+                run_id, test not in failed_tests, target
+            )
         self.events += 1
         not_built = targets - set(built)
         if not_built or failed_tests:
             self.failed_runs[run_id] = frozenset(built)
-            failed_upstream = not_built | set(failed_tests)
+            failed_upstream = not_built | {_tested_model(test) for test in failed_tests}
             skipped = {name for name in not_built if self.assets[name].parents & failed_upstream}
             self.skipped_by_run_ending.append((self.events, frozenset(skipped)))
 
@@ -130,12 +206,24 @@ class ReferenceModel:
         for name in self.in_dependency_order():
             if self._wants(name, now, requested) and self._safe(name, requested):
                 requested.add(name)
+        self.tests_requested = {
+            test.name for test in self.tests.values() if self._test_wanted(test, requested)
+        }
         for name in self.assets:
             self.evaluated[name] = _Evaluated(now, self.events)
         self.missing_last_tick = set(self.assets) - self.built
         self.requested_last_tick = requested
         self.edited.clear()
         return requested
+
+    def _test_wanted(self, test: ModelTest, requested: set[str]) -> bool:
+        with_a_model = any(name in requested for name in test.reads)
+        every_model_exists = all(name in self.built or name in requested for name in test.reads)
+        running = self._test_in_progress(test.name) or any(
+            self._in_progress(name) for name in test.reads
+        )
+        no_result = self._test_result_on_latest_build(test.name) is None
+        return (with_a_model or no_result) and every_model_exists and not running
 
     def _wants(self, name: str, now: datetime, requested: set[str]) -> bool:
         asset, before = self.assets[name], self.evaluated.get(name)
@@ -175,10 +263,12 @@ class ReferenceModel:
         )
 
     def _failed(self, name: str) -> bool:
-        """Its latest blocking test failed on its latest build, or its latest run failed
-        without building it."""
-        test_failed = name in self.check_failed_on and (
-            self.last_built[name][0] == self.check_failed_on[name]
+        """The latest result of one of its blocking tests failed on its latest build, or its
+        latest run failed without building it."""
+        test_failed = any(
+            self._test_result_on_latest_build(test) == "failed"
+            for test in self.test_records
+            if _tested_model(test) == name
         )
         run = self.last_planned_by.get(name)
         run_failed = run in self.failed_runs and name not in self.failed_runs[run]
@@ -186,6 +276,33 @@ class ReferenceModel:
 
     def _in_progress(self, name: str) -> bool:
         return self.last_planned_by.get(name) in self.running
+
+    def _latest_test_record(self, test: str) -> _TestRecord | None:
+        records = self.test_records.get(test, {})
+        return next(reversed(records.values())) if records else None
+
+    def _test_in_progress(self, test: str) -> bool:
+        record = self._latest_test_record(test)
+        return record is not None and record.passed is None and record.run_id in self.running
+
+    def _test_result_on_latest_build(self, test: str) -> str | None:
+        """The test's latest result if it is on its model's latest build: "passed", "failed"
+        or "not run" (its run ended without running it); None if there is none, or it runs."""
+        record = self._latest_test_record(test)
+        if record is None or self._test_in_progress(test):
+            return None
+        model = _tested_model(test)
+        latest = self.last_built.get(model)
+        if latest is None or self.last_run_of_build.get(model) == record.run_id:
+            on_latest = True
+        elif record.passed is None:
+            build_run = self.last_run_of_build.get(model)
+            on_latest = self.run_started_at[record.run_id] > self.run_started_at.get(build_run, 0)
+        else:
+            on_latest = record.target == latest[0]
+        if not on_latest:
+            return None
+        return "not run" if record.passed is None else "passed" if record.passed else "failed"
 
     def _built_since(self, name: str, before: _Evaluated) -> bool:
         return name in self.last_built and self.last_built[name][0] > before.event
@@ -206,6 +323,10 @@ class ReferenceModel:
         for name in sorted(self.assets):
             visit(name)
         return ordered
+
+
+def _tested_model(test: str) -> str:
+    return test.partition(":")[0]
 
 
 def _since(waiting: set[str], name: str, trigger: bool, reset: bool) -> None:

@@ -3,12 +3,16 @@
 A Hypothesis state machine drives a real Dagster instance and the project's real conditions
 (the component's definitions of a copy of the shipped dbt project, with one table on a
 `*/15` cron through `cron_by_tag`) through random sequences of: runs of any assets that
-succeed, fail part-way or stay in progress and end later; runs in which a blocking dbt test
-fails (dbt skips what is below it), fixed by a later build; the sensor's own requests run;
+succeed, fail part-way or stay in progress and end later, with the tests on more than one
+model (`relationships`) that they plan; runs in which a blocking dbt test fails, one on a
+single model or a `relationships` test (dbt skips what is below its model, even a child that
+reads only one of the test's models), fixed by a later build or a later run of the test; the
+sensor's own requests run, assets and tests;
 SQL edits of views and tables, of a macro and of an ephemeral model (new code versions,
 computed as the component computes them); a view and a table added to the project; the clock
-moving across cron ticks; and evaluations. After every evaluation, the set of
-requested assets must equal `policy_model.ReferenceModel`'s, exactly.
+moving across cron ticks; and evaluations. After every evaluation, the sets of
+requested assets and of requested tests on more than one model must equal
+`policy_model.ReferenceModel`'s, exactly.
 
 Runs are reported to the instance as Dagster records a launched run (its asset selection, its
 planned and reported materializations, its end) without running dbt, so hundreds of sequences
@@ -49,7 +53,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from policy_model import DAILY, EVERY_15_MINUTES, ModelAsset, ReferenceModel
+from policy_model import DAILY, EVERY_15_MINUTES, ModelAsset, ModelTest, ReferenceModel
 
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
 from harness import (
@@ -60,6 +64,7 @@ from harness import (
     land,
     materialize,
     parse,
+    report_check_result,
     report_event,
     start_recorded_run,
 )
@@ -175,6 +180,30 @@ def model_assets(defs: dg.Definitions) -> list[ModelAsset]:
     return assets
 
 
+def model_tests(defs: dg.Definitions) -> list[ModelTest]:
+    """The blocking tests on more than one model (their checks have a condition of their own)
+    and the models each reads."""
+    graph = defs.resolve_asset_graph()
+    return [
+        ModelTest(
+            _test_name(key),
+            key.asset_key.to_user_string(),
+            frozenset(parent.to_user_string() for parent in graph.get(key).parent_entity_keys),
+        )
+        for key in graph.asset_check_keys
+        if graph.get(key).automation_condition is not None
+    ]
+
+
+def _test_name(key: dg.AssetCheckKey) -> str:
+    return f"{key.asset_key.to_user_string()}:{key.name}"
+
+
+def _check_key(test: str) -> dg.AssetCheckKey:
+    model, _, name = test.partition(":")
+    return dg.AssetCheckKey(dg.AssetKey(model), name)
+
+
 def with_code_versions(defs: dg.Definitions, versions: dict[str, str]) -> dg.Definitions:
     """The definitions with these assets' code versions changed, as an SQL edit changes them."""
     return defs.map_asset_specs(
@@ -186,10 +215,15 @@ def with_code_versions(defs: dg.Definitions, versions: dict[str, str]) -> dg.Def
     )
 
 
-def first_blocking_check(defs: dg.Definitions, name: str) -> dg.AssetCheckKey | None:
+def first_blocking_check(defs: dg.Definitions, name: str) -> str | None:
+    """The first of the asset's blocking tests on it alone, as `model:test`."""
     graph = defs.resolve_asset_graph()
-    blocking = [key for key in graph.get(dg.AssetKey(name)).check_keys if graph.get(key).blocking]
-    return min(blocking, default=None)
+    blocking = [
+        key
+        for key in graph.get(dg.AssetKey(name)).check_keys
+        if graph.get(key).blocking and graph.get(key).automation_condition is None
+    ]
+    return _test_name(min(blocking)) if blocking else None
 
 
 class PolicyInterleavings(RuleBasedStateMachine):
@@ -215,9 +249,10 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self._defs_key, self._defs = None, self.project_defs
         self.now = START
         self.model = ReferenceModel()
-        self.model.define(model_assets(self.project_defs))
+        self.model.define(model_assets(self.project_defs), model_tests(self.project_defs))
         self.cursor = None
         self.last_requested: set[str] = set()
+        self.last_requested_tests: set[str] = set()
         self.run_numbers = itertools.count(1)
         self.source_version = 0
         self.timeline: list[str] = []
@@ -263,43 +298,59 @@ class PolicyInterleavings(RuleBasedStateMachine):
     def in_dependency_order(self, names) -> list[str]:
         return [name for name in self.model.in_dependency_order() if name in names]
 
-    def start(self, targets: list[str]) -> tuple[str, dg.DagsterRun]:
-        """A run of the asset job for `targets`, recorded as a launched one is: its asset
-        selection (what `any_deps_updated()` reads) and its planned materializations (what
-        `in_progress()` reads)."""
-        run = start_recorded_run(self.instance, targets)
+    def start(self, targets: list[str], tests: set[str] | None = None) -> tuple[str, dg.DagsterRun]:
+        """A run of the asset job for `targets` and `tests` (by default, the tests on more than
+        one model that a run of `targets` by hand plans), recorded as a launched one is: its
+        selection (what `any_deps_updated()` reads) and its planned materializations and checks
+        (what `in_progress()` reads)."""
+        if tests is None:
+            tests = self.model.tests_planned_by_hand(targets)
+        run = start_recorded_run(self.instance, targets, {_check_key(test) for test in tests})
         label = f"run {next(self.run_numbers)}"
-        self.model.run_started(run.run_id, targets)
+        self.model.run_started(run.run_id, targets, tests)
         return label, run
 
     def end(
         self, run: dg.DagsterRun, built: list[str], succeeded: bool, failed_test: str | None = None
-    ) -> None:
+    ) -> str:
+        """The run ends, as dbt would have run it: `built` built, then every planned test that
+        could run (each model it reads built), `failed_test` failing. What its tests did."""
         for name in built:
             data = StepMaterializationData(dg.AssetMaterialization(asset_key=name))
             report_event(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
-            if name == failed_test:
-                check = first_blocking_check(self.defs, name)
-                evaluation = dg.AssetCheckEvaluation(
-                    asset_key=check.asset_key, check_name=check.name, passed=False
-                )
-                report_event(
-                    self.instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation
-                )
+        failed = {failed_test} if failed_test else set()
+        ran = self.model.tests_that_run(run.run_id, built) | failed
+        for test in sorted(ran):
+            report_check_result(self.instance, run, _check_key(test), passed=test not in failed)
         status = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
         report_event(self.instance, run, status)
-        self.model.run_ended(run.run_id, built, failed_tests=[failed_test] if failed_test else [])
+        self.model.run_ended(run.run_id, built, failed_tests=failed)
+        not_run = self.model.tests_planned[run.run_id] - ran
+        TALLY["tests on several models run"] += len(ran - failed)
+        TALLY["tests on several models planned, not run"] += len(not_run)
+        return "".join(
+            f"; {_short(test)} {'FAILED' if test in failed else 'passed'}" for test in sorted(ran)
+        ) + "".join(f"; {_short(test)} not run" for test in sorted(not_run))
 
-    def run_now(self, targets: list[str], built_before_failing: int | None, who: str) -> None:
+    def run_now(
+        self,
+        targets: list[str],
+        built_before_failing: int | None,
+        who: str,
+        tests: set[str] | None = None,
+    ) -> None:
         """A run that starts and ends between two evaluations."""
         targets = self.in_dependency_order(targets)
-        if self.real_dbt and built_before_failing is None:
+        # A real run plans the tests of its targets, as a run by hand does.
+        by_hand = tests is None or tests == self.model.tests_planned_by_hand(targets)
+        if self.real_dbt and built_before_failing is None and by_hand:
             self.run_dbt(targets, who)
             return
-        label, run = self.start(targets)
+        label, run = self.start(targets, tests)
         built = targets if built_before_failing is None else targets[:built_before_failing]
-        self.end(run, built, succeeded=built_before_failing is None)
-        self.say(f"{who:<6} {label} of {_listed(targets)}: {_outcome(built, targets)}")
+        tested = self.end(run, built, succeeded=built_before_failing is None)
+        what = _listed([*targets, *(tests or ())])
+        self.say(f"{who:<6} {label} of {what}: {_outcome(built, targets)}{tested}")
 
     def run_dbt(self, targets: list[str], who: str) -> None:
         """A real dbt build of the targets, as a launched run records it."""
@@ -312,8 +363,26 @@ class PolicyInterleavings(RuleBasedStateMachine):
         ]
         TALLY["real dbt builds"] += 1
         self.model.run_started(result.run_id, targets)
+        expected = self.model.tests_that_run(result.run_id, built)
         self.model.run_ended(result.run_id, built)
+        passed = {
+            _test_name(evaluation.asset_check_key)
+            for evaluation in result.get_asset_check_evaluations()
+            if evaluation.passed and _test_name(evaluation.asset_check_key) in self.model.tests
+        }
+        TALLY["tests on several models run by dbt"] += len(passed)
         self.say(f"{who:<6} dbt build {_listed(targets)}: {_outcome(built, targets)}")
+        if passed != expected:
+            raise AssertionError(
+                "\n".join(
+                    [
+                        "dbt ran other tests on several models than the model expected:",
+                        *self.timeline,
+                        f"                passed: {_listed(passed)}",
+                        f"                the model expected: {_listed(expected)}",
+                    ]
+                )
+            )
 
     @initialize(build_first=st.booleans())
     def begin(self, build_first):
@@ -338,11 +407,12 @@ class PolicyInterleavings(RuleBasedStateMachine):
         names = self.asset_names
         self.run_now(sorted({names[pick % len(names)] for pick in picks}), failure, "you")
 
-    @precondition(lambda self: self.last_requested)
+    @precondition(lambda self: self.last_requested or self.last_requested_tests)
     @rule(failure=FAILURES)
     def run_the_sensors_request(self, failure):
-        targets, self.last_requested = sorted(self.last_requested), set()
-        self.run_now(targets, failure, "sensor")
+        targets, tests = sorted(self.last_requested), self.last_requested_tests
+        self.last_requested, self.last_requested_tests = set(), set()
+        self.run_now(targets, failure, "sensor", tests)
 
     @precondition(lambda self: len(self.model.running) < OPEN_RUNS_AT_MOST)
     @rule(
@@ -356,44 +426,62 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self.say(f"you    {label} of {_listed(targets)} starts")
         return (label, run, targets)
 
-    @precondition(lambda self: self.last_requested and len(self.model.running) < OPEN_RUNS_AT_MOST)
+    @precondition(
+        lambda self: (
+            (self.last_requested or self.last_requested_tests)
+            and len(self.model.running) < OPEN_RUNS_AT_MOST
+        )
+    )
     @rule(target=open_runs)
     def the_sensors_request_starts(self):
-        targets = self.in_dependency_order(self.last_requested)
-        self.last_requested = set()
-        label, run = self.start(targets)
-        self.say(f"sensor {label} of {_listed(targets)} starts")
+        targets, tests = self.in_dependency_order(self.last_requested), self.last_requested_tests
+        self.last_requested, self.last_requested_tests = set(), set()
+        label, run = self.start(targets, tests)
+        self.say(f"sensor {label} of {_listed([*targets, *tests])} starts")
         return (label, run, targets)
 
     @rule(started=consumes(open_runs), failure=FAILURES)
     def a_run_ends(self, started, failure):
         label, run, targets = started
         built = targets if failure is None else targets[:failure]
-        self.end(run, built, succeeded=failure is None)
-        self.say(f"       {label} ends: {_outcome(built, targets)}")
+        tested = self.end(run, built, succeeded=failure is None)
+        self.say(f"       {label} ends: {_outcome(built, targets)}{tested}")
 
     @rule(picks=PICKS, culprit=st.integers(min_value=0, max_value=20))
     def run_with_a_failing_test(self, picks, culprit):
-        """A run in which one target's blocking test fails after it is built: dbt skips what is
-        below it in the run, and the run fails. A later build of that target fixes it."""
+        """A run by hand in which a blocking test of a target fails after the models it reads
+        are built: a test on that target alone, or one that also reads other models. dbt skips
+        everything below the target in the run (with `dbt-blocking-tests`, even a child that
+        reads only one of the test's models), and the run fails. A later build of that target,
+        or a later run of the test that passes, fixes it."""
         names = self.asset_names
         targets = self.in_dependency_order({names[pick % len(names)] for pick in picks})
-        tested = [name for name in targets if first_blocking_check(self.defs, name)]
-        if not tested:
+        can_fail = sorted(
+            {check for name in targets if (check := first_blocking_check(self.defs, name))}
+            | {
+                test
+                for test in self.model.tests_planned_by_hand(targets)
+                if self.model.tests[test].reads <= set(targets) | self.model.built
+            }
+        )
+        if not can_fail:
             return
-        failing = tested[culprit % len(tested)]
+        failing = can_fail[culprit % len(can_fail)]
+        model = failing.partition(":")[0]
         built, not_built = [], set()
         for name in targets:
-            if self.model.assets[name].parents & (not_built | {failing}):
+            if self.model.assets[name].parents & (not_built | {model}):
                 not_built.add(name)
             else:
                 built.append(name)
         label, run = self.start(targets)
-        self.end(run, built, succeeded=False, failed_test=failing)
+        tested = self.end(run, built, succeeded=False, failed_test=failing)
         TALLY["runs with a failing test"] += 1
+        if failing in self.model.tests:
+            TALLY["runs with a failing test on several models"] += 1
         self.say(
-            f"you    {label} of {_listed(targets)}: {failing}'s test FAILED, "
-            f"{_listed(not_built) if not_built else 'nothing'} skipped"
+            f"you    {label} of {_listed(targets)}: {_short(failing)} FAILED, "
+            f"{_listed(not_built) if not_built else 'nothing'} skipped{tested}"
         )
 
     @rule()
@@ -434,7 +522,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
     def add_models(self):
         self.project_defs = self.extended_defs
         self.manifest = EditedManifest(self.extended_manifest)
-        self.model.define(model_assets(self.project_defs))
+        self.model.define(model_assets(self.project_defs), model_tests(self.project_defs))
         self.say(f"you    add {ADDED_VIEW} (a view) and {ADDED_TABLE} (a table), and reload")
 
     @rule(step=st.sampled_from(SHORT_STEPS))
@@ -456,17 +544,25 @@ class PolicyInterleavings(RuleBasedStateMachine):
             for key in self.defs.resolve_asset_graph().materializable_asset_keys
             if result.get_num_requested(key)
         }
+        tests = {
+            _test_name(subset.key)
+            for subset in result._requested_subsets
+            if isinstance(subset.key, dg.AssetCheckKey) and not subset.is_empty
+        }
         expected = self.model.tick(self.now)
+        expected_tests = self.model.tests_requested
         TALLY["ticks evaluated"] += 1
-        self.last_requested = requested
-        self.say(f"tick   requested: {_listed(requested)}")
-        if requested != expected:
+        TALLY["tests on several models requested"] += len(tests)
+        self.last_requested, self.last_requested_tests = requested, tests
+        self.say(f"tick   requested: {_listed([*requested, *map(_short, tests)])}")
+        if requested != expected or tests != expected_tests:
             raise AssertionError(
                 "\n".join(
                     [
                         "the policies and the README's model disagree:",
                         *self.timeline,
-                        f"                the model expected: {_listed(expected)}",
+                        "                the model expected: "
+                        + _listed([*expected, *map(_short, expected_tests)]),
                     ]
                 )
             )
@@ -474,6 +570,11 @@ class PolicyInterleavings(RuleBasedStateMachine):
 
 def _listed(names) -> str:
     return ", ".join(sorted(names)) or "nothing"
+
+
+def _short(test: str) -> str:
+    """A test's name in a timeline, cut at 40 characters."""
+    return test if len(test) <= 40 else f"{test[:39]}…"
 
 
 def _outcome(built: list[str], targets: list[str]) -> str:
@@ -523,7 +624,12 @@ def test_policies_match_the_model_under_random_interleavings(projects):
     drawn = ("runs with a failing test", "macro or ephemeral edits", "comment-only edits")
     # A few sequences (`nox -s fuzz -- --examples 2`) may draw no observation; CI's draw many.
     if EXAMPLES >= 20:
-        drawn += ("source observations",)
+        drawn += (
+            "source observations",
+            "tests on several models run",
+            "tests on several models planned, not run",
+            "runs with a failing test on several models",
+        )
     assert [what for what in drawn if TALLY[what] == 0] == []
 
 
