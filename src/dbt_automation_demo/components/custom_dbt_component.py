@@ -37,6 +37,7 @@ from dbt_automation_demo.internals.cancellable_dbt import dbt_events
 from dbt_automation_demo.internals.collector import built_once_for_the_process
 from dbt_automation_demo.internals.dbt_cli import refresh_state, skip_dbt_version_probe
 from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
+from dbt_automation_demo.internals.lineage_log import unresolved_lineage_as_info
 
 MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
@@ -357,12 +358,13 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         # working directory to the dbt project; a long-lived process must get its own back.
         working_directory = os.getcwd()
         try:
-            if self.speedups:
-                skip_dbt_version_probe(dbt)
-                args = self.get_cli_args(context)
-                yield from dbt_events(dbt, args, context, self.include_metadata)
-            else:
-                yield from super().execute(context, dbt)
+            with unresolved_lineage_as_info():
+                if self.speedups:
+                    skip_dbt_version_probe(dbt)
+                    args = self.get_cli_args(context)
+                    yield from dbt_events(dbt, args, context, self.include_metadata)
+                else:
+                    yield from super().execute(context, dbt)
         finally:
             release_duckdb_file()
             os.chdir(working_directory)
