@@ -246,6 +246,9 @@ def fuzz(session: nox.Session) -> None:
         "tests/test_policy_interleavings.py",
         "-s",
         f"--hypothesis-seed={args.seed}",
+        # pyproject's 20 minutes per test is for the suite; 500 sequences take about 25 here.
+        "-o",
+        f"faulthandler_timeout={max(1200, 6 * args.examples)}",
         env={"POLICY_FUZZ_EXAMPLES": str(args.examples)},
     )
 
