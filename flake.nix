@@ -19,7 +19,7 @@
       devShells = forAllSystems (
         pkgs:
         let
-          # Keep in step with .python-version (a test checks).
+          # The oldest Python pyproject's requires-python admits, as the images (a test checks).
           python = pkgs.python311;
         in
         {

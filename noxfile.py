@@ -11,12 +11,14 @@ import random
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
-PYTHON = (ROOT / ".python-version").read_text().strip()
+# pyproject's requires-python, as versions (tests/test_environment_parity.py keeps them equal).
+SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
 DAGSTER_HOME = ROOT / "dagster_home"
 DUCKDB_PATH = ROOT / "analytics_dbt" / "data" / "analytics.duckdb"
 LANDING_ZONE = ROOT / "analytics_dbt" / "landing"
@@ -35,12 +37,47 @@ PROJECT_ENV = {
     "DAGSTER_HOME": str(DAGSTER_HOME),
     "DBT_DUCKDB_PATH": str(DUCKDB_PATH),
     "DBT_LANDING_ZONE": str(LANDING_ZONE),
-    "UV_PYTHON_DOWNLOADS": "never",
 }
+
+
+def project_python(
+    running: str = f"{sys.version_info.major}.{sys.version_info.minor}", path: str | None = None
+) -> str | None:
+    """The Python the sessions use: the one nox runs on (the `python3` the quick start made
+    `.tools/` with) if supported, else the newest supported `python3.X` on PATH, else None."""
+    if running in SUPPORTED_PYTHONS:
+        return running
+    found = [v for v in SUPPORTED_PYTHONS if _runs(shutil.which(f"python{v}", path=path))]
+    return found[-1] if found else None
+
+
+def _runs(python: str | None) -> bool:
+    """This interpreter starts (a pyenv shim of a version not selected does not)."""
+    return (
+        python is not None
+        and subprocess.run([python, "-c", ""], capture_output=True).returncode == 0
+    )
+
+
+def no_supported_python(running: str = f"{sys.version_info.major}.{sys.version_info.minor}") -> str:
+    """What to do when no Python here is one the lock supports."""
+    *older, newest = SUPPORTED_PYTHONS
+    versions = f"{', '.join(older)} or {newest}" if older else newest
+    return (
+        f"this project needs Python {versions} (pyproject's requires-python); nox runs on "
+        f"{running} and finds no python{SUPPORTED_PYTHONS[0]}..python{newest} on PATH. Install "
+        f"one from your system's packages, or with uv: `.tools/bin/uv python install {newest}` "
+        f"(it puts python{newest} in ~/.local/bin), then run nox again"
+    )
+
+
+PYTHON = project_python()
 
 
 def install_locked(session: nox.Session) -> None:
     """The exact packages of uv.lock (project and dev group) into this session's venv."""
+    if PYTHON is None:
+        session.error(no_supported_python())
     session.run_install(
         "uv",
         "sync",

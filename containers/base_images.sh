@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes each IMAGE given available to the local Docker engine: pulled from its registry, or,
 # where no registry serves it (as on the machine this project is built on), a stand-in built
-# from Debian bookworm's own packages and tagged with the image's name.
+# from Debian bookworm's own packages and tagged with the image's name. The image
+# dbt-automation-demo/trixie-stand-in is the same from Debian trixie's (13) packages (Python
+# 3.13), with what the README says `nox -s tests` needs (PostgreSQL's server, Chromium).
 #
 # The stand-in is Debian 12 as a newcomer has it: Python 3.11 with pip and venv, git, sudo, curl,
 # procps, and the host's CA bundle (SSL_CERT_FILE), so that pip and uv inside reach the
@@ -20,7 +22,7 @@
 # for the stand-ins)
 set -euo pipefail
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
-recipe=3  # raise when the stand-in changes
+recipe=4  # raise when the stand-in changes
 label=dbt-automation-demo.stand-in-recipe
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -34,27 +36,34 @@ current() {
   [[ "$found" != "0 "* || "$found" == "0 $recipe" ]]
 }
 
+# stand_in SUITE [PACKAGES]: Debian SUITE's stand-in (with PACKAGES, comma-separated), built once.
 stand_in() {
-  if ! current dbt-automation-demo/bookworm-stand-in; then
+  local image="dbt-automation-demo/$1-stand-in"
+  if ! current "$image"; then
     mmdebstrap --quiet --variant=minbase \
-      --include=python3,python3-pip,python3-venv,git,sudo,ca-certificates,curl,procps \
+      --include="python3,python3-pip,python3-venv,git,sudo,ca-certificates,curl,procps${2:+,$2}" \
       --customize-hook='ln -sf python3 "$1"/usr/bin/python' \
       --customize-hook="cp $ca_bundle \"\$1\"$ca_bundle" \
-      bookworm "$work/rootfs.tar"
+      "$1" "$work/rootfs.tar"
     docker import --change 'CMD ["sleep", "infinity"]' --change "ENV SSL_CERT_FILE=$ca_bundle" \
       --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
       --change "LABEL $label=$recipe" \
-      "$work/rootfs.tar" dbt-automation-demo/bookworm-stand-in >/dev/null
+      "$work/rootfs.tar" "$image" >/dev/null
+    rm "$work/rootfs.tar"
   fi
-  echo dbt-automation-demo/bookworm-stand-in
+  echo "$image"
 }
 
 for image in "$@"; do
+  if [[ "$image" == dbt-automation-demo/trixie-stand-in ]]; then
+    stand_in trixie postgresql,chromium >/dev/null
+    continue
+  fi
   if current "$image" || docker pull --quiet "$image" 2>/dev/null; then
     continue
   fi
   echo "$image: not served here; building a stand-in from Debian bookworm's packages" >&2
-  base="$(stand_in)"
+  base="$(stand_in bookworm)"
   if [[ "$image" =~ ^postgres: ]]; then
     mkdir -p "$work/postgres"
     cp "$(dirname "$0")/postgres_stand_in_entrypoint.sh" "$work/postgres/entrypoint.sh"

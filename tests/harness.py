@@ -1,15 +1,19 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
 import csv
+import functools
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 import dagster as dg
 import duckdb
@@ -26,6 +30,7 @@ from dagster._core.events import (
 )
 from dagster._core.execution.api import create_execution_plan, execute_run_iterator
 from dagster._core.snap import snapshot_from_execution_plan
+from packaging.specifiers import SpecifierSet
 
 from dbt_automation_demo import replay
 from dbt_automation_demo.components.source_observations import (
@@ -252,6 +257,23 @@ def mart_rows(duckdb_file: Path) -> dict[str, int]:
 DOCUMENTS = (REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")))
 
 
+@functools.cache
+def load_noxfile() -> ModuleType:
+    """The noxfile as a module, loaded once (nox registers its sessions again at each load)."""
+    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def supported_pythons() -> list[str]:
+    """Every 3.x that pyproject's requires-python admits; the first is the one the doors that
+    bring their own Python (the flake, the devcontainer, the images) bring."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    admitted = SpecifierSet(pyproject["project"]["requires-python"])
+    return [f"3.{minor}" for minor in range(30) if f"3.{minor}.0" in admitted]
+
+
 def readme_block(name: str) -> str:
     """The code block the README or a docs/ page marks `<!-- name -->` (once, in one of them):
     what a test runs or loads as written."""
@@ -325,6 +347,28 @@ def edit_logic(project_dir: Path, model: str) -> None:
 
 # Jinja that renders nothing: code, where a comment is not.
 NEUTRAL_EDIT = "{% set edited = true %}\n"
+
+
+# What a nox session or these tests add to the environment, which a new shell does not have.
+SESSION_VARIABLES = {
+    "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "UV_PYTHON", "UV_PROJECT_ENVIRONMENT",
+    "DAGSTER_HOME", "DBT_DUCKDB_PATH", "DBT_LANDING_ZONE", "DBT_AUTOMATION_SPEEDUPS",
+}  # fmt: skip
+
+
+def in_a_quick_start_shell(script: str, cwd: Path, **variables: str) -> subprocess.CompletedProcess:
+    """`script` run by bash in a shell that has only what the quick start gave it: its tools (uv
+    and nox: `.tools/bin`, or the door's own) and the system's commands; no venv active, none of
+    the sessions' variables (the machine's others, its certificates say, are kept). A README
+    command the quick start does not provide fails there with "command not found"."""
+    tools = Path(shutil.which("uv")).parent
+    assert not (tools / "dg").exists(), f"{tools} holds dg: not the quick start's tools"
+    env = {name: value for name, value in os.environ.items() if name not in SESSION_VARIABLES}
+    env["PATH"] = os.pathsep.join([str(tools), "/usr/local/bin", "/usr/bin", "/bin"])
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd, env={**env, **variables}, capture_output=True, text=True,
+    )  # fmt: skip
 
 
 def dg_in(project: Path, *args: str) -> subprocess.CompletedProcess:

@@ -23,6 +23,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.every_python  # definitions loaded, a seed run through dbt, the sensor's ticks
 def test_seed_update_requests_its_views_once_and_no_table(
     dbt_project, built_instance, after_daily_tick
 ):

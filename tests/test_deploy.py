@@ -14,7 +14,13 @@ from dagster._core.instance.config import PoolGranularity
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresRunStorage
 
-from harness import DEPLOY_INSTANCE_CONFIG, REPO_ROOT, copy_dbt_project
+from harness import (
+    DEPLOY_INSTANCE_CONFIG,
+    REPO_ROOT,
+    copy_dbt_project,
+    load_noxfile,
+    supported_pythons,
+)
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 HELM_VALUES = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())
@@ -131,9 +137,9 @@ def test_compose_starts_the_webserver_and_daemon_once_the_code_server_serves():
     ]  # fmt: skip
 
 
-def test_image_installs_the_lock_with_the_readme_uv_and_the_project_python():
+def test_image_installs_the_lock_with_the_readme_uv_and_the_oldest_supported_python():
     uv_version = re.search(r'"uv==([\d.]+)"', (REPO_ROOT / "README.md").read_text()).group(1)
-    python = (REPO_ROOT / ".python-version").read_text().strip()
+    python = supported_pythons()[0]
     stages = re.findall(r"^FROM (\S+)", DOCKERFILE, flags=re.MULTILINE)
     assert stages == [
         f"ghcr.io/astral-sh/uv:{uv_version}-python{python}-bookworm-slim",
@@ -183,9 +189,7 @@ def test_every_test_the_deploy_page_names_exists():
 
 
 def test_deploy_up_keeps_one_random_database_password_unless_one_is_given(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
-    noxfile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(noxfile)
+    noxfile = load_noxfile()
     monkeypatch.setattr(noxfile, "COMPOSE", tmp_path)
     monkeypatch.delenv("DAGSTER_PG_PASSWORD", raising=False)
     first = noxfile.deployment_secrets()

@@ -1,6 +1,5 @@
 """Every door (nox, `nix develop`, the devcontainer, CI) ends in the same Python and lock."""
 
-import importlib.util
 import json
 import os
 import re
@@ -13,12 +12,12 @@ import nox
 import pytest
 import yaml
 
-from harness import REPO_ROOT, readme_block
+from harness import REPO_ROOT, load_noxfile, readme_block, supported_pythons
 
-PYTHON = (REPO_ROOT / ".python-version").read_text().strip()
 DEVCONTAINER = json5.loads((REPO_ROOT / ".devcontainer" / "devcontainer.json").read_text())
 FLAKE = (REPO_ROOT / "flake.nix").read_text()
 WORKFLOW = (REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text()
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 PINS = REPO_ROOT.parent / "shared" / "pins.md"
 NIX_STUB = REPO_ROOT / "tests" / "fixtures" / "nixpkgs-stub"
 NIX = ["nix", "--extra-experimental-features", "nix-command flakes"]
@@ -30,13 +29,6 @@ def require(tool: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{tool} is not installed, but .ci/run installs it")
         pytest.skip(f"{tool} is not installed")
-
-
-def load_noxfile():
-    spec = importlib.util.spec_from_file_location("noxfile", REPO_ROOT / "noxfile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def nox_sessions() -> dict[str, object]:
@@ -58,24 +50,66 @@ def nox_runs(text: str) -> set[tuple[str, str]]:
     return runs
 
 
-def test_one_python_version_everywhere():
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    major_minor = PYTHON.replace(".", "")
-    assert pyproject["project"]["requires-python"] == f"=={PYTHON}.*"
+# The doors that bring their own Python (the flake, the devcontainer, the image) bring the oldest
+# one supported: the one CI's Debian 12 has, so every door's Python runs somewhere here.
+PYTHON = supported_pythons()[0]
+
+
+def test_the_sessions_run_on_a_python_requires_python_admits_and_the_doors_on_its_oldest():
+    assert supported_pythons() == ["3.11", "3.12", "3.13"]
+    noxfile = load_noxfile()
+    assert list(noxfile.SUPPORTED_PYTHONS) == supported_pythons()
     sessions = nox_sessions()
     assert {name for name, python in sessions.items() if python is False} == {
         "reset",
         "deploy-up",
         "deploy-down",
     }
-    assert {python for python in sessions.values() if python is not False} == {PYTHON}
+    assert {python for python in sessions.values() if python is not False} == {noxfile.PYTHON}
+    assert noxfile.PYTHON in supported_pythons()
+    major_minor = PYTHON.replace(".", "")
     assert f"python = pkgs.python{major_minor};" in FLAKE
     assert f'UV_PYTHON = "${{python}}/bin/python{PYTHON}";' in FLAKE
     assert re.fullmatch(
         rf"mcr\.microsoft\.com/devcontainers/python:\d+-{re.escape(PYTHON)}-\w+",
         DEVCONTAINER["image"],
     )
-    assert "python-version-file: .python-version" in WORKFLOW
+    assert re.findall(r"^FROM \S*?python:?(3\.\d+)", DOCKERFILE, re.MULTILINE) == [PYTHON] * 2
+
+
+def test_the_sessions_take_the_python_nox_runs_on_else_the_newest_supported_one_on_path(
+    tmp_path,
+):
+    noxfile = load_noxfile()
+    assert noxfile.project_python("3.13", path=str(tmp_path)) == "3.13"
+    assert noxfile.project_python("3.11", path=str(tmp_path)) == "3.11"
+    assert noxfile.project_python("3.10", path=str(tmp_path)) is None
+    for version, runs in (("3.11", True), ("3.12", True), ("3.13", False), ("3.14", True)):
+        (tmp_path / f"python{version}").write_text(f"#!/bin/sh\nexit {0 if runs else 1}\n")
+        (tmp_path / f"python{version}").chmod(0o755)
+    # python3.13 does not start (as a pyenv shim of a version not selected): passed over.
+    assert noxfile.project_python("3.10", path=str(tmp_path)) == "3.12"
+    assert noxfile.project_python("3.14", path=str(tmp_path)) == "3.12"
+
+
+def test_with_no_supported_python_a_session_says_which_are_and_how_uv_installs_one(tmp_path):
+    (tmp_path / "noxfile.py").write_text(
+        (REPO_ROOT / "noxfile.py").read_text().replace('"3.11", "3.12", "3.13"', '"3.8", "3.9"')
+    )
+    tools = os.path.dirname(shutil.which("nox"))
+    path = os.pathsep.join([tools, "/usr/bin", "/bin"])  # no pyenv shims of 3.8 or 3.9
+    ran = subprocess.run(["nox", "-s", "check"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PATH": path})  # fmt: skip
+    assert ran.returncode != 0
+    said = " ".join((ran.stdout + ran.stderr).split())
+    running = subprocess.run([os.path.join(tools, "python"), "-c",
+                              "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert (
+        f"this project needs Python 3.8 or 3.9 (pyproject's requires-python); nox runs on "
+        f"{running} and finds no python3.8..python3.9 on PATH" in said
+    ), said[-2000:]
+    assert "`.tools/bin/uv python install 3.9`" in said
 
 
 def check_jsonschema(*arguments: object) -> None:
@@ -149,7 +183,8 @@ def test_workflow_takes_every_version_from_the_repositorys_own_files():
         for step in job["steps"]
         if step.get("uses", "").startswith("actions/setup-python@")
     ]
-    assert pythons == [{"python-version-file": ".python-version"}] * 2
+    assert pythons == [{"python-version": "${{ matrix.python }}"}, {"python-version": PYTHON}]
+    assert jobs["nox"]["strategy"]["matrix"]["python"] == supported_pythons()
     # The devcontainer CLI only through `nox -s container` (npm ci on containers/package.json).
     assert "@devcontainers/cli" not in WORKFLOW
     cli = json.loads((REPO_ROOT / "containers" / "package.json").read_text())["dependencies"]

@@ -11,14 +11,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, readme_block
+from harness import REPO_ROOT, SESSION_VARIABLES, in_a_quick_start_shell, readme_block
 
 EVENTS_DBT = REPO_ROOT / "tests" / "fixtures" / "events_dbt"
-PYTHON = (REPO_ROOT / ".python-version").read_text().strip()
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # this session's, as a user's
 
 pytestmark = pytest.mark.library
 
@@ -74,18 +75,14 @@ def your_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     (package / "components" / "__init__.py").write_text("")
     shutil.copytree(EVENTS_DBT, project / "my_dbt")
     venv = project / ".venv"
-    env = {
-        **{key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"},
+    env = {  # nothing of this session's (nox's UV_PYTHON would install into its venv)
+        **{key: value for key, value in os.environ.items() if key not in SESSION_VARIABLES},
         "VIRTUAL_ENV": str(venv),
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "DEMO": str(REPO_ROOT),
-        "PROJECT": str(project),
         "UV_PYTHON_DOWNLOADS": "never",
         "DAGSTER_HOME": str(project / ".dagster_home"),
     }
     (project / ".dagster_home").mkdir()
-    for key in ("DBT_DUCKDB_PATH", "DBT_AUTOMATION_SPEEDUPS", "PYTHONPATH"):
-        env.pop(key, None)
     pins = project / "pins.txt"
     _run(["uv", "export", "--frozen", "--no-hashes", "--no-emit-project", "-o", str(pins)],
          REPO_ROOT, env)  # fmt: skip
@@ -97,12 +94,14 @@ def your_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 
 def test_the_readmes_commands_install_list_scaffold_and_check_in_your_project(your_project):
     project, env = your_project
-    commands = readme_block("use-in-your-project")
-    ran = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", commands],
-        cwd=project, env=env, capture_output=True, text=True,
+    # Run from this clone, as written: $HOME/my_project is the fresh project, and uv keeps its
+    # cache where it is (a new HOME would move it).
+    cache = _run(["uv", "cache", "dir"], REPO_ROOT, env).strip()
+    ran = in_a_quick_start_shell(
+        readme_block("use-in-your-project"), cwd=REPO_ROOT, HOME=str(project.parent),
+        UV_CACHE_DIR=cache,
     )  # fmt: skip
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert ran.returncode == 0, f"HOME={project.parent}\n{ran.stdout[-3000:]}{ran.stderr[-3000:]}"
     assert "dbt_automation_demo.components.CustomDbtComponent" in ran.stdout
     assert "dbt_automation_demo.components.SafeScheduledJobComponent" in ran.stdout
 

@@ -17,7 +17,10 @@ from dbt_automation_demo.internals.lineage_log import (
 )
 from harness import add_a_landing_zone, land, materialize, reload_defs
 
-pytestmark = pytest.mark.usefixtures("dbt_from_a_preloaded_process")  # tests/preloaded_dbt.py
+pytestmark = [
+    pytest.mark.usefixtures("dbt_from_a_preloaded_process"),  # tests/preloaded_dbt.py
+    pytest.mark.every_python,  # a run through the component: dbt's events, metadata, the log
+]
 
 
 class WhatDagsterDbtLogged(logging.Filter):

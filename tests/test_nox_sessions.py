@@ -11,7 +11,7 @@ from harness import REPO_ROOT
 
 
 def test_reset_removes_the_duckdb_file_and_the_instance_and_nothing_else(tmp_path):
-    for kept in ("noxfile.py", ".python-version", "dagster_home/dagster.yaml",
+    for kept in ("noxfile.py", "dagster_home/dagster.yaml",
                  "dagster_home/.gitignore", "analytics_dbt/data/.gitignore"):  # fmt: skip
         (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / kept, tmp_path / kept)
@@ -29,7 +29,7 @@ def test_reset_removes_the_duckdb_file_and_the_instance_and_nothing_else(tmp_pat
     subprocess.run(["nox", "-s", "reset"], cwd=tmp_path, check=True, capture_output=True)
 
     left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
-    assert left == [".python-version", "analytics_dbt/data/.gitignore",
+    assert left == ["analytics_dbt/data/.gitignore",
                     "analytics_dbt/data/notes.txt", "dagster_home/.gitignore",
                     "dagster_home/dagster.yaml", "noxfile.py"]  # fmt: skip
 

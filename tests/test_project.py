@@ -5,7 +5,6 @@ import importlib.util
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 
@@ -34,6 +33,7 @@ from harness import (
     dg_in,
     edit_logic,
     edit_sql,
+    in_a_quick_start_shell,
     keys,
     materialize,
     names,
@@ -290,9 +290,9 @@ def test_dg_list_components_lists_both_of_the_projects_components():
 def test_dg_scaffold_defs_adds_a_second_dbt_project_with_its_own_policies_and_sensor(tmp_path):
     project = copy_dagster_project(tmp_path / "project")
     shutil.copytree(SECOND_DBT_PROJECT, project / "second_dbt")
-    command = shlex.split(readme_block("scaffold-second-instance").replace("\\\n", " "))
-    assert command[:3] == ["dg", "scaffold", "defs"]
-    scaffolded = dg_in(project, *command[1:])
+    for synced_from in ("uv.lock", "README.md"):  # `uv run` syncs the copy's .venv from them
+        shutil.copy(REPO_ROOT / synced_from, project)
+    scaffolded = in_a_quick_start_shell(readme_block("scaffold-second-instance"), cwd=project)
     assert scaffolded.returncode == 0, scaffolded.stderr[-3000:]
     checked = dg_in(project, "check", "defs")
     assert checked.returncode == 0, checked.stderr[-3000:]

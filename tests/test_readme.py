@@ -8,7 +8,14 @@ import dagster as dg
 from dbt_automation_demo import conditions
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from dbt_automation_demo.internals import conditions as internal_conditions
-from harness import ALL_ASSETS, DOCUMENTS, REPO_ROOT, SOURCES, readme_block
+from harness import (
+    ALL_ASSETS,
+    DOCUMENTS,
+    REPO_ROOT,
+    SOURCES,
+    in_a_quick_start_shell,
+    readme_block,
+)
 
 CI_RUN = (REPO_ROOT / ".ci" / "run").read_text()
 
@@ -28,13 +35,8 @@ def test_dg_check_defs_passes_from_the_project_root():
 
 
 def test_listing_snippet_prints_every_asset_with_its_tag_and_condition():
-    listed = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", readme_block("list-defs")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert listed.returncode == 0, listed.stderr
+    listed = in_a_quick_start_shell(readme_block("list-defs"), cwd=REPO_ROOT)
+    assert listed.returncode == 0, listed.stderr[-3000:]
     rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in listed.stdout.splitlines()}
     assert set(rows) == ALL_ASSETS | SOURCES
     assert rows["landing/payments"] == ["-", "none"]  # observed, never materialized
