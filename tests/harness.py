@@ -22,6 +22,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+from dagster._core.definitions.declarative_automation.automation_condition_tester import (
+    EvaluateAutomationConditionsResult,
+)
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import (
     AssetMaterializationPlannedData,
@@ -171,9 +174,15 @@ def land_orders_of_an_unknown_customer(project_dir: Path) -> None:
 def checks_requested(ticker: Ticker) -> set[str]:
     """The checks the ticker's last evaluation requested through their own automation
     condition, as `asset name:check name`."""
+    return checks_requested_by(ticker.last_evaluation)
+
+
+def checks_requested_by(evaluation: EvaluateAutomationConditionsResult) -> set[str]:
+    """The checks an evaluation requested through their own automation condition, as
+    `asset name:check name`."""
     return {
         f"{subset.key.asset_key.to_user_string()}:{subset.key.name}"
-        for subset in ticker.last_evaluation._requested_subsets
+        for subset in evaluation._requested_subsets
         if isinstance(subset.key, dg.AssetCheckKey) and not subset.is_empty
     }
 

@@ -65,6 +65,8 @@ VALIDATED = (
 SCRIPTS = ("dbt", DBT_EXECUTABLE)
 
 SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None
+# How often the server checks that the test worker that started it still lives.
+PARENT_CHECK_SECONDS = 2.0
 
 CLIENT = """\
 #!{python} -S
@@ -118,7 +120,7 @@ def _serving(folder: Path, socket_path: Path) -> Iterator[Path]:
         client.chmod(0o755)
     with open(folder / "server.log", "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, __file__, str(socket_path)],
+            [sys.executable, __file__, str(socket_path), str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -143,12 +145,17 @@ def _wait_for(socket_path: Path, server: subprocess.Popen, log: Path) -> None:
         time.sleep(0.05)
 
 
-def serve(socket_path: str) -> None:
+def serve(socket_path: str, worker: int) -> None:
     # An ignored signal stays ignored in a new program, and a test worker was seen ignoring
     # SIGTERM and SIGINT after some tests: the server then outlived `terminate()`, and its worker
     # waited for it forever at the end of the session.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A worker that is killed (kill -9, a crashed run of the interleavings) terminates nothing: a
+    # server once outlived its worker by 86 minutes. A timer's signal, not a thread (a thread
+    # would make every fork below a fork of a multi-threaded process).
+    signal.signal(signal.SIGALRM, lambda signum, frame: _exit_if_orphaned(worker))
+    signal.setitimer(signal.ITIMER_REAL, PARENT_CHECK_SECONDS, PARENT_CHECK_SECONDS)
     for module in PRELOADED:
         importlib.import_module(module)
     for name in VALIDATED:
@@ -181,6 +188,12 @@ def serve(socket_path: str) -> None:
         connection.close()
 
 
+def _exit_if_orphaned(worker: int) -> None:
+    """Ends the server once the test worker that started it is gone (it is then reparented)."""
+    if os.getppid() != worker:
+        os._exit(0)
+
+
 def _reap_forks(signum: int, frame: object) -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0]:
@@ -201,6 +214,7 @@ def _run_dbt(client: socket.socket) -> int:
         os.environ.clear()
         os.environ.update(request["env"])
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a fork inherits no timer, only this
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         client.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
@@ -233,4 +247,4 @@ def _dbt_cli() -> int:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]))

@@ -60,6 +60,7 @@ from harness import (
     SHIPPED_DBT_PROJECT,
     add_a_landing_zone,
     build_defs,
+    checks_requested_by,
     copy_dbt_project,
     land,
     materialize,
@@ -365,11 +366,11 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self.model.run_started(result.run_id, targets)
         expected = self.model.tests_that_run(result.run_id, built)
         self.model.run_ended(result.run_id, built)
-        passed = {
-            _test_name(evaluation.asset_check_key)
+        evaluated = {
+            _test_name(evaluation.asset_check_key): evaluation.passed
             for evaluation in result.get_asset_check_evaluations()
-            if evaluation.passed and _test_name(evaluation.asset_check_key) in self.model.tests
         }
+        passed = {test for test, ok in evaluated.items() if ok and test in self.model.tests}
         TALLY["tests on several models run by dbt"] += len(passed)
         self.say(f"{who:<6} dbt build {_listed(targets)}: {_outcome(built, targets)}")
         if passed != expected:
@@ -467,7 +468,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
         if not can_fail:
             return
         failing = can_fail[culprit % len(can_fail)]
-        model = failing.partition(":")[0]
+        model = self.model.tests[failing].model
         built, not_built = [], set()
         for name in targets:
             if self.model.assets[name].parents & (not_built | {model}):
@@ -544,11 +545,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
             for key in self.defs.resolve_asset_graph().materializable_asset_keys
             if result.get_num_requested(key)
         }
-        tests = {
-            _test_name(subset.key)
-            for subset in result._requested_subsets
-            if isinstance(subset.key, dg.AssetCheckKey) and not subset.is_empty
-        }
+        tests = checks_requested_by(result)
         expected = self.model.tick(self.now)
         expected_tests = self.model.tests_requested
         TALLY["ticks evaluated"] += 1

@@ -1,15 +1,20 @@
 """The scenario modules' `dbt` (tests/preloaded_dbt.py) is dbt: the same output and exit code as
-the `dbt` executable, for a command that succeeds and for one that fails."""
+the `dbt` executable, for a command that succeeds and for one that fails; and its server does not
+outlive a test worker that is killed."""
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
+import psutil
 import pytest
 
-from harness import copy_dbt_project
+from harness import REPO_ROOT, copy_dbt_project
+from preloaded_dbt import PARENT_CHECK_SECONDS
 
 OWN_DBT = shutil.which("dbt", path=sysconfig.get_path("scripts"))
 
@@ -49,3 +54,31 @@ def event_names(json_log: str) -> list[str]:
     varying = {"MainReportVersion", "MainReportArgs", "ConcurrencyLine", "CommandCompleted"}
     names = [json.loads(line)["info"]["name"] for line in json_log.splitlines() if line.strip()]
     return [name for name in names if name not in varying]
+
+
+# A test worker: starts a server, says so, and waits to be killed.
+WORKER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import preloaded_dbt
+with preloaded_dbt.running(Path({folder!r})):
+    print("serving", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_server_ends_when_its_test_worker_is_killed(tmp_path):
+    script = WORKER.format(tests=str(REPO_ROOT / "tests"), folder=str(tmp_path))
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline() == "serving\n"
+        (server,) = psutil.Process(worker.pid).children()
+        assert "preloaded_dbt.py" in " ".join(server.cmdline())
+        worker.send_signal(signal.SIGKILL)  # no `finally`, no terminate(): as kill -9 does
+        worker.wait()
+        _, alive = psutil.wait_procs([server], timeout=PARENT_CHECK_SECONDS * 5)
+        assert alive == [], f"the server outlived its killed worker: {alive}"
+    finally:
+        worker.kill()
+        worker.wait()
