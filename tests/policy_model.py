@@ -186,7 +186,7 @@ class ReferenceModel:
             self.last_run_of_build[name] = run_id
         for test in ran:
             self.events += 1
-            model = _tested_model(test)
+            model = checked_model(test)
             target = self.last_built[model][0] if model in self.last_built else None
             # The result fills in the record its run planned, where it was (a record planned
             # later stays the latest), or is a new record.
@@ -197,7 +197,7 @@ class ReferenceModel:
         not_built = targets - set(built)
         if not_built or failed_tests:
             self.failed_runs[run_id] = frozenset(built)
-            failed_upstream = not_built | {_tested_model(test) for test in failed_tests}
+            failed_upstream = not_built | {checked_model(test) for test in failed_tests}
             skipped = {name for name in not_built if self.assets[name].parents & failed_upstream}
             self.skipped_by_run_ending.append((self.events, frozenset(skipped)))
 
@@ -268,7 +268,7 @@ class ReferenceModel:
         test_failed = any(
             self._test_result_on_latest_build(test) == "failed"
             for test in self.test_records
-            if _tested_model(test) == name
+            if checked_model(test) == name
         )
         run = self.last_planned_by.get(name)
         run_failed = run in self.failed_runs and name not in self.failed_runs[run]
@@ -291,7 +291,7 @@ class ReferenceModel:
         record = self._latest_test_record(test)
         if record is None or self._test_in_progress(test):
             return None
-        model = _tested_model(test)
+        model = checked_model(test)
         latest = self.last_built.get(model)
         if latest is None or self.last_run_of_build.get(model) == record.run_id:
             on_latest = True
@@ -325,7 +325,8 @@ class ReferenceModel:
         return ordered
 
 
-def _tested_model(test: str) -> str:
+def checked_model(test: str) -> str:
+    """The model a test (`model:test`) is a check on."""
     return test.partition(":")[0]
 
 

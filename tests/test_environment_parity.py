@@ -97,7 +97,8 @@ def test_with_no_supported_python_a_session_says_which_are_and_how_uv_installs_o
         (REPO_ROOT / "noxfile.py").read_text().replace('"3.11", "3.12", "3.13"', '"3.8", "3.9"')
     )
     tools = os.path.dirname(shutil.which("nox"))
-    path = os.pathsep.join([tools, "/usr/bin", "/bin"])  # no pyenv shims of 3.8 or 3.9
+    uv = os.path.dirname(shutil.which("uv"))
+    path = os.pathsep.join([tools, uv, "/usr/bin", "/bin"])  # no pyenv shims of 3.8 or 3.9
     ran = subprocess.run(["nox", "-s", "check"], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "PATH": path})  # fmt: skip
     assert ran.returncode != 0

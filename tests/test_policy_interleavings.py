@@ -53,7 +53,14 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from policy_model import DAILY, EVERY_15_MINUTES, ModelAsset, ModelTest, ReferenceModel
+from policy_model import (
+    DAILY,
+    EVERY_15_MINUTES,
+    ModelAsset,
+    ModelTest,
+    ReferenceModel,
+    checked_model,
+)
 
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
 from harness import (
@@ -468,7 +475,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
         if not can_fail:
             return
         failing = can_fail[culprit % len(can_fail)]
-        model = self.model.tests[failing].model
+        model = checked_model(failing)
         built, not_built = [], set()
         for name in targets:
             if self.model.assets[name].parents & (not_built | {model}):
