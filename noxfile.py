@@ -40,9 +40,10 @@ PROJECT_ENV = {
 }
 
 
-def project_python(
-    running: str = f"{sys.version_info.major}.{sys.version_info.minor}", path: str | None = None
-) -> str | None:
+RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # nox's own
+
+
+def project_python(running: str = RUNNING_PYTHON, path: str | None = None) -> str | None:
     """The Python the sessions use: the one nox runs on (the `python3` the quick start made
     `.tools/` with) if supported, else the newest supported `python3.X` on PATH, else None."""
     if running in SUPPORTED_PYTHONS:
@@ -59,7 +60,7 @@ def _runs(python: str | None) -> bool:
     )
 
 
-def no_supported_python(running: str = f"{sys.version_info.major}.{sys.version_info.minor}") -> str:
+def no_supported_python(running: str = RUNNING_PYTHON) -> str:
     """What to do when no Python here is one the lock supports."""
     *older, newest = SUPPORTED_PYTHONS
     versions = f"{', '.join(older)} or {newest}" if older else newest

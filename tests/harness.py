@@ -181,10 +181,15 @@ def checks_requested_by(evaluation: EvaluateAutomationConditionsResult) -> set[s
     """The checks an evaluation requested through their own automation condition, as
     `asset name:check name`."""
     return {
-        f"{subset.key.asset_key.to_user_string()}:{subset.key.name}"
+        check_name(subset.key)
         for subset in evaluation._requested_subsets
         if isinstance(subset.key, dg.AssetCheckKey) and not subset.is_empty
     }
+
+
+def check_name(key: dg.AssetCheckKey) -> str:
+    """A check as the tests and the reference model name it: `asset name:check name`."""
+    return f"{key.asset_key.to_user_string()}:{key.name}"
 
 
 def launch(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> list[str]:

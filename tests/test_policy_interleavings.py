@@ -67,6 +67,7 @@ from harness import (
     SHIPPED_DBT_PROJECT,
     add_a_landing_zone,
     build_defs,
+    check_name,
     checks_requested_by,
     copy_dbt_project,
     land,
@@ -194,17 +195,13 @@ def model_tests(defs: dg.Definitions) -> list[ModelTest]:
     graph = defs.resolve_asset_graph()
     return [
         ModelTest(
-            _test_name(key),
+            check_name(key),
             key.asset_key.to_user_string(),
             frozenset(parent.to_user_string() for parent in graph.get(key).parent_entity_keys),
         )
         for key in graph.asset_check_keys
         if graph.get(key).automation_condition is not None
     ]
-
-
-def _test_name(key: dg.AssetCheckKey) -> str:
-    return f"{key.asset_key.to_user_string()}:{key.name}"
 
 
 def _check_key(test: str) -> dg.AssetCheckKey:
@@ -231,7 +228,7 @@ def first_blocking_check(defs: dg.Definitions, name: str) -> str | None:
         for key in graph.get(dg.AssetKey(name)).check_keys
         if graph.get(key).blocking and graph.get(key).automation_condition is None
     ]
-    return _test_name(min(blocking)) if blocking else None
+    return check_name(min(blocking)) if blocking else None
 
 
 class PolicyInterleavings(RuleBasedStateMachine):
@@ -374,7 +371,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
         expected = self.model.tests_that_run(result.run_id, built)
         self.model.run_ended(result.run_id, built)
         evaluated = {
-            _test_name(evaluation.asset_check_key): evaluation.passed
+            check_name(evaluation.asset_check_key): evaluation.passed
             for evaluation in result.get_asset_check_evaluations()
         }
         passed = {test for test, ok in evaluated.items() if ok and test in self.model.tests}
