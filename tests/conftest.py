@@ -21,6 +21,7 @@ from harness import (
     build_everything,
     copy_dbt_project,
     parse,
+    sqlite_instance,
 )
 from postgres_server import PostgresServer
 
@@ -185,7 +186,7 @@ def open_instance(storage: str, home: Path, database_url: str | None) -> Iterato
     """A real Dagster instance in `home`: SQLite as `nox -s dev` uses, or PostgreSQL through
     the shipped deploy/dagster.yaml (with DAGSTER_PG_URL), as a deployment uses."""
     if storage == "sqlite":
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
+        with sqlite_instance(home) as instance:
             yield instance
         return
     shutil.copy(DEPLOY_INSTANCE_CONFIG, home / "dagster.yaml")
@@ -273,6 +274,8 @@ def built_instance(
         database = server.create_database(template=template.database)
         url = server.url(database)
     with open_instance(storage, home, url) as instance:
+        # The copy holds the template's run (and cursors): `ready()` on it builds nothing again.
+        assert instance.get_run_records(limit=1), f"the copy of the built instance is empty: {home}"
         yield instance
     if database:
         server.drop_database(database)

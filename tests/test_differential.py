@@ -16,11 +16,9 @@ checks, as dbt's error-severity tests are.
 
 import itertools
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -40,7 +38,7 @@ from dbt_automation_demo.automation import (
     safe_to_run,
     skipped_since_last_requested,
 )
-from harness import report_event, start_recorded_run
+from harness import report_event, scratch_instance, start_recorded_run
 
 CRON, TIMEZONE = "*/15 * * * *", "UTC"
 PARENTS = {"a": ["src"], "b": ["obs"], "c": ["a", "b"], "d": ["c"]}
@@ -52,8 +50,6 @@ EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "25"))
 # The true subsets both sides agreed on, and how often: a pair that agrees only on "nothing"
 # (or only on "everything") proves nothing.
 SEEN: Counter = Counter()
-# A tmpfs where the machine has one: the same SQLite storage, without a disk sync per event.
-IN_MEMORY = "/dev/shm" if Path("/dev/shm").is_dir() else None
 MATERIALIZED = DagsterEventType.ASSET_MATERIALIZATION
 
 GATE = ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps_in_progress()
@@ -214,10 +210,7 @@ def test_the_single_node_equals_the_builtin_composition(pair: str) -> None:
     )
     @given(steps=STEPS)
     def both_sides_agree(steps) -> None:
-        with (
-            tempfile.TemporaryDirectory(dir=IN_MEMORY) as home,
-            dg.instance_for_test(temp_dir=home) as instance,
-        ):
+        with scratch_instance() as instance:
             machine = Instance(instance, pair)
             for step in steps:
                 getattr(machine, step[0])(*step[1:])
@@ -233,10 +226,7 @@ def test_safe_to_run_names_what_holds_each_asset_back() -> None:
     """What the UI shows under "not running, no parent running or missing": one child per
     thing that holds the asset back, named with why (the asset itself running, a parent
     running or missing), and nothing for an asset that may run."""
-    with (
-        tempfile.TemporaryDirectory(dir=IN_MEMORY) as home,
-        dg.instance_for_test(temp_dir=home) as instance,
-    ):
+    with scratch_instance() as instance:
         machine = Instance(instance, "SafeToRun")
         machine.start({"a"})
         result = dg.evaluate_automation_conditions(

@@ -28,9 +28,7 @@ import io
 import itertools
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -75,6 +73,7 @@ from harness import (
     parse,
     report_check_result,
     report_event,
+    scratch_instance,
     start_recorded_run,
 )
 
@@ -247,7 +246,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.stack = ExitStack()
-        self.instance = self.stack.enter_context(dg.instance_for_test(temp_dir=self.home()))
+        self.instance = self.stack.enter_context(scratch_instance())
         self.project_defs = self.base_defs
         self.manifest = EditedManifest(self.base_manifest)
         self.versions: dict[str, str] = {}
@@ -265,14 +264,6 @@ class PolicyInterleavings(RuleBasedStateMachine):
             warehouse = Path(os.environ["DBT_DUCKDB_PATH"])
             warehouse.unlink(missing_ok=True)
             warehouse.with_suffix(".duckdb.wal").unlink(missing_ok=True)
-
-    def home(self) -> str:
-        """A DAGSTER_HOME for this sequence's SQLite instance, in memory where the machine has a
-        tmpfs: the same storage, without a disk sync for each of the thousands of events."""
-        in_memory = Path("/dev/shm")
-        folder = tempfile.mkdtemp(dir=in_memory if in_memory.is_dir() else None)
-        self.stack.callback(shutil.rmtree, folder, ignore_errors=True)
-        return folder
 
     def teardown(self):
         # A sequence that ran to its end is checked once more, as the sensor would look again:
