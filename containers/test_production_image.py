@@ -147,10 +147,11 @@ def stop_the_host(host: subprocess.Popen, log: Path) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(host.pid, signal.SIGKILL)
         host.wait()
-    stacks = log.read_text()
+    written = log.read_text()
+    stacks = written.find("Fatal Python error")
     warnings.warn(
-        f"dagster dev on the host did not exit within {STOP_SECONDS} s of SIGTERM; the stacks "
-        f"its processes wrote on SIGABRT ({log}):\n{stacks[stacks.find('Fatal Python error') :]}",
+        f"dagster dev on the host did not exit within {STOP_SECONDS} s of SIGTERM; what its "
+        f"processes wrote on SIGABRT ({log}):\n{written[stacks if stacks >= 0 else -5000 :]}",
         stacklevel=1,
     )
 
