@@ -87,7 +87,8 @@ TICK = timedelta(minutes=1)
 TICKS_IN_READY = 2
 
 
-# Scratch instances (the random sequences): in memory where the machine has a tmpfs.
+# The random sequences' instances, and the empty ones new instances are copied from: in memory
+# where the machine has a tmpfs.
 SCRATCH_DIR = "/dev/shm" if Path("/dev/shm").is_dir() else None
 CONSOLIDATED_EVENT_LOG = {
     "module": "dagster._core.storage.event_log",

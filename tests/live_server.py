@@ -239,15 +239,16 @@ query Ticks($location: String!, $repository: String!) {
   }
 }
 """
-SCHEDULE_STATE = """
-query State($location: String!, $repository: String!) {
-  scheduleOrError(scheduleSelector: {repositoryLocationName: $location,
-      repositoryName: $repository, scheduleName: "hourly_dbt_tables_job_schedule"}) {
-    ... on Schedule { scheduleState { id } }
-  }
-}
+INSTIGATOR_STATES = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    sensors { name sensorState { id status } }
+    schedules { name scheduleState { id status } }
+} } } }
 """
+STOP_SENSOR = "mutation Stop($id: String!) { stopSensor(id: $id) { __typename } }"
 STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
+STOP_ATTEMPTS = 5
+HOURLY_SCHEDULE = "hourly_dbt_tables_job_schedule"
 # The clock tick these tests must not cross: the daily cron (the sensor would request every
 # seed and table) within a server's life. The hourly schedule's tick needs no wait: on a fresh
 # instance it skips, its views missing (test_a_fresh_dev_server_left_across_the_hour_launches_
@@ -267,13 +268,36 @@ def wait_until_clear_of_clock_ticks() -> None:
         time.sleep((daily - now).total_seconds() + 30)
 
 
-def stop_the_hourly_schedule(server: DevServer) -> None:
+def stop_the_hourly_schedule(server: Any) -> None:
     """Pin the clock: from here on only the sensor and the tests launch runs."""
-    repo = repository(server)
-    state = server.graphql(
-        SCHEDULE_STATE, location=repo["location"]["name"], repository=repo["name"]
-    )["scheduleOrError"]["scheduleState"]
-    server.graphql(STOP_SCHEDULE, id=state["id"])
+    stop_for_good(server, {HOURLY_SCHEDULE})
+
+
+def stop_for_good(server: Any, names: set[str] | None = None) -> None:
+    """Stop the sensors and schedules named (all of them if None) on `server` (anything with a
+    `graphql` method), and see them stay stopped. Dagster's daemons write back the state they
+    read as a tick began (a sensor's at every tick, a schedule's at its first and then hourly),
+    so a stop that lands during one is undone (seen under load: the sensor, stopped once, went
+    on and launched a run beside a test's). So stop what runs, and look again two sensor
+    intervals later."""
+    for _ in range(STOP_ATTEMPTS):
+        (repo,) = server.graphql(INSTIGATOR_STATES)["repositoriesOrError"]["nodes"]
+        running = [
+            (mutation, instigator[state]["id"])
+            for mutation, kind, state in (
+                (STOP_SENSOR, "sensors", "sensorState"),
+                (STOP_SCHEDULE, "schedules", "scheduleState"),
+            )
+            for instigator in repo[kind]
+            if (names is None or instigator["name"] in names)
+            and instigator[state]["status"] == "RUNNING"
+        ]
+        if not running:
+            return
+        for mutation, state_id in running:
+            server.graphql(mutation, id=state_id)
+        time.sleep(2 * SENSOR_INTERVAL_SECONDS)
+    raise AssertionError(f"still running after {STOP_ATTEMPTS} stops: {repo}")
 
 
 def wait_for_sensor_ticks(server: DevServer, count: int, since: float) -> None:

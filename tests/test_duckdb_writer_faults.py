@@ -30,13 +30,13 @@ from harness import (
 )
 from live_server import (
     RUN_TIMES,
-    SENSOR_INTERVAL_SECONDS,
     DevServer,
     is_running,
     kill_leftovers,
     launch_run,
     run_processes,
     runs,
+    stop_for_good,
     wait_for,
 )
 
@@ -52,17 +52,7 @@ DEQUEUE_SECONDS = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").r
 ]["dequeue_interval_seconds"]
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 SAMPLE_SECONDS = 0.5
-STOP_ATTEMPTS = 5
 
-INSTIGATORS = """
-{ repositoriesOrError { ... on RepositoryConnection { nodes {
-    name location { name }
-    sensors { sensorState { id status } }
-    schedules { scheduleState { id status } }
-} } } }
-"""
-STOP_SENSOR = "mutation Stop($id: String!) { stopSensor(id: $id) { __typename } }"
-STOP_SCHEDULE = "mutation Stop($id: String!) { stopRunningSchedule(id: $id) { __typename } }"
 MATERIALIZE_EVERYTHING_FROM_THE_CLI = (
     *("dagster", "asset", "materialize", "--select", "*"),
     *("-m", "dbt_automation_demo.definitions"),
@@ -109,36 +99,12 @@ def quiet_dev_server(folder: Path, edit=lambda project: None) -> Iterator[DevSer
     edit(project)
     dev = DevServer(project, folder / "dev-server.log").start()
     try:
-        stop_the_sensor_and_the_schedules(dev)
+        stop_for_good(dev)  # the sensor and the schedules
         yield dev
     finally:
         if dev.process.poll() is None:
             dev.stop()
         kill_leftovers(project)
-
-
-def stop_the_sensor_and_the_schedules(dev: DevServer) -> None:
-    """Stopped for good: a stop that lands while the daemon starts a tick is written over when
-    the tick saves the state it read before (Dagster's sensor daemon; seen under load, when the
-    sensor then launched a run beside the tests'). So stop what runs, and look again two sensor
-    intervals later."""
-    for _ in range(STOP_ATTEMPTS):
-        (repo,) = dev.graphql(INSTIGATORS)["repositoriesOrError"]["nodes"]
-        running = [
-            (mutation, state["id"])
-            for mutation, states in (
-                (STOP_SENSOR, [sensor["sensorState"] for sensor in repo["sensors"]]),
-                (STOP_SCHEDULE, [schedule["scheduleState"] for schedule in repo["schedules"]]),
-            )
-            for state in states
-            if state["status"] == "RUNNING"
-        ]
-        if not running:
-            return
-        for mutation, state_id in running:
-            dev.graphql(mutation, id=state_id)
-        time.sleep(2 * SENSOR_INTERVAL_SECONDS)
-    raise AssertionError(f"the sensor or a schedule kept running: {repo}")
 
 
 def launch_everything(server: DevServer) -> str:
