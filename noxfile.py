@@ -231,7 +231,10 @@ def deploy_down(session: nox.Session) -> None:
     the instance database and the warehouse."""
     if session.posargs not in ([], ["--volumes"]):
         session.error(f"nox -s deploy-down takes --volumes or nothing, not {session.posargs}")
-    # The runs' containers first: they hold the warehouse volume, which `down --volumes` removes.
+    # The daemon first, so that it launches no run container meanwhile (one launched after the
+    # list below kept the network in use, and `down` failed); then the runs' containers: they
+    # hold the warehouse volume, which `down --volumes` removes.
+    compose(session, "stop", "daemon")
     runs = subprocess.run(
         ["docker", "ps", "--all", "--quiet", "--filter", f"label={DEPLOYMENT_LABEL}"],
         capture_output=True, text=True, check=True,
