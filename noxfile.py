@@ -315,6 +315,7 @@ STOCK_TESTS = (
     "tests/test_multi_model_tests.py",
     "tests/test_code_versions.py",
     "tests/test_source_observations.py",
+    "tests/test_reuse.py",
     "tests/test_tags_and_selection.py",
     "tests/test_sensor_splitting.py",
     "tests/test_schedule.py",

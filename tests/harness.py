@@ -1,5 +1,6 @@
 """Test helpers: the replay tools of the package, plus copies of the shipped project."""
 
+import asyncio
 import atexit
 import csv
 import functools
@@ -19,6 +20,7 @@ from types import ModuleType
 
 import dagster as dg
 import duckdb
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationPlanned,
     AssetCheckEvaluationTargetMaterializationData,
@@ -27,6 +29,8 @@ from dagster._core.definitions.automation_tick_evaluation_context import build_r
 from dagster._core.definitions.declarative_automation.automation_condition_tester import (
     EvaluateAutomationConditionsResult,
 )
+from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.definitions.freshness_evaluator import FRESHNESS_EVALUATORS_BY_POLICY_TYPE
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import (
     AssetMaterializationPlannedData,
@@ -35,6 +39,7 @@ from dagster._core.events import (
 )
 from dagster._core.execution.api import create_execution_plan, execute_run_iterator
 from dagster._core.snap import snapshot_from_execution_plan
+from dagster._core.test_utils import freeze_time
 from packaging.specifiers import SpecifierSet
 
 from dbt_automation_demo import replay
@@ -564,3 +569,25 @@ def project_over_a_dbt_source(destination: Path, duckdb_file: Path) -> Path:
     with duckdb.connect(str(duckdb_file)) as con:
         con.execute("create table external_refunds as select 1 as refund_id")
     return project
+
+
+def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
+    """The asset's freshness at a time, as Dagster's freshness daemon evaluates it."""
+    with freeze_time(at):
+        view = AssetGraphView.for_test(defs, instance)
+        node = view.asset_graph.get(dg.AssetKey(asset))
+        if node.freshness_policy is None:
+            return FreshnessState.NOT_APPLICABLE
+        evaluator = FRESHNESS_EVALUATORS_BY_POLICY_TYPE[type(node.freshness_policy)]()
+        return asyncio.run(evaluator.evaluate_freshness(context=view, node=node))
+
+
+def node_names(evaluation, asset: str) -> list[str]:
+    """Every node's name and label in the asset's evaluation, depth first."""
+    result = next(r for r in evaluation.results if r.key.to_user_string() == asset)
+    found, pending = [], [result]
+    while pending:
+        node = pending.pop()
+        found += [node.condition.name, node.condition.get_label() or ""]
+        pending.extend(node.child_results)
+    return found

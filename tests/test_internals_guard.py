@@ -1,6 +1,7 @@
 """Guards of the fenced layer: every private name of dagster, dagster-dbt, dbt or DuckDB that
 `src/` uses is still there, with the shape our code relies on, and none is used outside
-`dbt_automation_demo.internals` and the tie-safe `since` (`dbt_automation_demo/conditions.py`).
+`dbt_automation_demo.internals`, the tie-safe `since` (`dbt_automation_demo/conditions.py`) and
+reuse (`dbt_automation_demo/reuse.py`).
 
 A release that renames, moves or reshapes one fails `test_private_name_is_still_there` for that
 name, with a message naming it, what relies on it and where to look (docs/internals.md), before
@@ -21,7 +22,7 @@ import pytest
 from harness import REPO_ROOT
 
 SRC = REPO_ROOT / "src" / "dbt_automation_demo"
-FENCED = (SRC / "internals", SRC / "conditions.py")
+FENCED = (SRC / "internals", SRC / "conditions.py", SRC / "reuse.py")
 INTERNALS_DOC = REPO_ROOT / "docs" / "internals.md"
 
 
@@ -64,7 +65,33 @@ PRIVATE_NAMES = [
     Private(
         "dagster._core.definitions.declarative_automation.automation_condition:"
         "BuiltinAutomationCondition",
-        "conditions.py, internals/conditions.py",
+        "conditions.py, internals/conditions.py, reuse.py",
+    ),
+    Private(
+        "dagster._core.definitions.events:AssetKeyPartitionKey",
+        "NothingNewSinceLastBuild (reuse.py)",
+    ),
+    Private(
+        "dagster._core.asset_graph_view.asset_graph_view:AssetGraphView."
+        "get_inner_queryer_for_back_compat",
+        "NothingNewSinceLastBuild (reuse.py)",
+        params=("self",),
+    ),
+    Private(
+        "dagster._utils.caching_instance_queryer:CachingInstanceQueryer."
+        "get_latest_materialization_or_observation_record",
+        "NothingNewSinceLastBuild (reuse.py)",
+        params=("self", "asset_partition", "after_cursor", "before_cursor"),
+    ),
+    Private(
+        "dagster._utils.caching_instance_queryer:CachingInstanceQueryer.get_asset_record",
+        "NothingNewSinceLastBuild (reuse.py)",
+        params=("self", "asset_key"),
+    ),
+    Private(
+        "dagster._core.definitions.data_version:CODE_VERSION_TAG",
+        "NothingNewSinceLastBuild (reuse.py)",
+        kind=str,
     ),
     Private("dagster._core.asset_graph_view.entity_subset:EntitySubset", "the conditions"),
     Private("dagster._core.asset_graph_view.asset_graph_view:AssetGraphView", "the conditions"),

@@ -2,15 +2,11 @@
 error-severity test failed, and what waits (an update, an edit, a cron tick, a table dbt
 skipped) is requested once the parent passes again; warn-severity tests never block."""
 
-import asyncio
 import shutil
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import dagster as dg
 import pytest
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
 from dagster._core.definitions.freshness import FreshnessState
-from dagster._core.definitions.freshness_evaluator import FRESHNESS_EVALUATORS_BY_POLICY_TYPE
 from dagster._core.test_utils import freeze_time
 
 from harness import (
@@ -18,8 +14,10 @@ from harness import (
     SHIPPED_DBT_PROJECT,
     TABLES,
     edit_sql,
+    freshness,
     materialize,
     names,
+    node_names,
     ready,
     reload_defs,
     sql_file,
@@ -52,28 +50,6 @@ def orders_landed_and_tested(defs, instance, project, good: bool) -> None:
     land_orders(project, good)
     result = materialize(defs, instance, ["raw_orders", "stg_orders"], raise_on_error=False)
     assert result.success == good
-
-
-def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
-    """The asset's freshness at a time, as Dagster's freshness daemon evaluates it."""
-    with freeze_time(at):
-        view = AssetGraphView.for_test(defs, instance)
-        node = view.asset_graph.get(dg.AssetKey(asset))
-        if node.freshness_policy is None:
-            return FreshnessState.NOT_APPLICABLE
-        evaluator = FRESHNESS_EVALUATORS_BY_POLICY_TYPE[type(node.freshness_policy)]()
-        return asyncio.run(evaluator.evaluate_freshness(context=view, node=node))
-
-
-def node_names(evaluation, asset: str) -> list[str]:
-    """Every node's name and label in the asset's evaluation, depth first."""
-    result = next(r for r in evaluation.results if r.key.to_user_string() == asset)
-    names, pending = [], [result]
-    while pending:
-        node = pending.pop()
-        names += [node.condition.name, node.condition.get_label() or ""]
-        pending.extend(node.child_results)
-    return names
 
 
 def test_tables_wait_while_a_parent_fails_a_blocking_check_and_run_once_it_passes(

@@ -30,6 +30,7 @@ from dbt_automation_demo.internals.dagster_names import (
     get_smallest_cron_interval,
     is_valid_cron_schedule,
 )
+from dbt_automation_demo.reuse import NothingNewSinceLastBuild, ReuseSettings
 
 AC = dg.AutomationCondition
 
@@ -111,8 +112,33 @@ def _safe_to_run(speedups: bool) -> dg.AutomationCondition:
     ).with_label("no parent's blocking check failed")
 
 
+def _built_only_if_changed(reuse: ReuseSettings | None) -> dg.AutomationCondition | None:
+    """With reuse (dbt State's `state` config, `reuse.py`): true where the asset keeps its
+    last build; None without."""
+    if reuse is None:
+        return None
+    reused = NothingNewSinceLastBuild(
+        lag_tolerance_minutes=int(reuse.lag_tolerance.total_seconds() // 60),
+        require_fresh_data_from=reuse.require_fresh_data_from,
+    )
+    return (~reused.with_label(f"reused ({reuse.label})")).with_label(
+        "SQL changed, or new data since its last build"
+    )
+
+
+def _with_reuse(
+    condition: dg.AutomationCondition, reuse: ReuseSettings | None, label: str
+) -> dg.AutomationCondition:
+    changed_since_built = _built_only_if_changed(reuse)
+    if changed_since_built is None:
+        return condition.with_label(label)
+    return (condition & changed_since_built).with_label(f"{label}, reusing unchanged builds")
+
+
 @functools.cache
-def refresh_on_change(speedups: bool = True) -> dg.AutomationCondition:
+def refresh_on_change(
+    speedups: bool = True, reuse: ReuseSettings | None = None
+) -> dg.AutomationCondition:
     """Views: refresh when their SQL changes, a parent updates, or they are new and missing.
 
     Guarantees:
@@ -138,6 +164,10 @@ def refresh_on_change(speedups: bool = True) -> dg.AutomationCondition:
       hold anything back;
     - a view that dbt skipped because something upstream failed in its run (a test, a model)
       stays due, and is requested once the parent passes again.
+
+    With `reuse` (a dbt `state` config, or the component's `reuse: true`), a trigger also
+    waits until the view's SQL changed or it has new data since its last build, and that build
+    is `lag_tolerance` old (`reuse.py` lists the guarantees); it is not lost meanwhile.
     """
     # A parent update or an edit is spent only by a request, and only by one made before it:
     # spending it on the view's own update too (as eager() does) would lose one that arrived
@@ -153,14 +183,17 @@ def refresh_on_change(speedups: bool = True) -> dg.AutomationCondition:
         .since(AC.newly_requested() | AC.newly_updated())
         .with_label("newly missing since last requested or built")
     )
-    return ((changed | new) & _safe_to_run(speedups)).with_label(
-        "refresh on SQL change or parent update"
+    return _with_reuse(
+        (changed | new) & _safe_to_run(speedups), reuse, "refresh on SQL change or parent update"
     )
 
 
 @functools.cache
 def refresh_daily(
-    cron: str = DEFAULT_DAILY_CRON, timezone: str = DEFAULT_TIMEZONE, speedups: bool = True
+    cron: str = DEFAULT_DAILY_CRON,
+    timezone: str = DEFAULT_TIMEZONE,
+    speedups: bool = True,
+    reuse: ReuseSettings | None = None,
 ) -> dg.AutomationCondition:
     """Tables, seeds, snapshots, incrementals: refresh once per cron tick, never while running.
 
@@ -179,6 +212,10 @@ def refresh_daily(
     - never while a parent's blocking check or latest run failed (as views); a tick that
       passes meanwhile waits, and a table that dbt skipped after an upstream failure in its
       run stays due and is requested once, as soon as the parent passes again.
+
+    With `reuse`, a tick only makes the asset eligible: it is requested once its code changed
+    or it has new data since its last build (from any parent, or all) and that build is
+    `lag_tolerance` old, and not before; it stays eligible until then (`reuse.py`).
     """
     tick = AC.cron_tick_passed(cron, timezone)
     # A request spends the ticks before it. A tick that passes between a request and the next
@@ -198,8 +235,10 @@ def refresh_daily(
     skipped = skipped_since_last_requested(speedups).with_label(
         "skipped by dbt after an upstream failure, since last requested"
     )
-    return (((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run(speedups)).with_label(
-        f"refresh on cron '{cron}' ({timezone})"
+    return _with_reuse(
+        ((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run(speedups),
+        reuse,
+        f"refresh on cron '{cron}' ({timezone})",
     )
 
 

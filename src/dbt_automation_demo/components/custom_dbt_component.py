@@ -26,6 +26,7 @@ from dbt_automation_demo.automation import (
     run_as_soon_as_every_model_exists,
 )
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
+from dbt_automation_demo.components.dbt_state import reuse_settings
 from dbt_automation_demo.components.multi_model_tests import multi_model_tests
 from dbt_automation_demo.components.source_observations import (
     SourceObservationArgs,
@@ -38,8 +39,8 @@ from dbt_automation_demo.internals.collector import built_once_for_the_process
 from dbt_automation_demo.internals.dbt_cli import refresh_state, skip_dbt_version_probe
 from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
 from dbt_automation_demo.internals.lineage_log import unresolved_lineage_as_info
+from dbt_automation_demo.reuse import MATERIALIZATION_TAG, ReuseSettings
 
-MATERIALIZATION_TAG = "dagster/materialization"
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
 # What the shipped defs.yaml reads `speedups` from (`nox -s stock` sets it to false).
 SPEEDUPS_ENV = "DBT_AUTOMATION_SPEEDUPS"
@@ -220,6 +221,21 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
             examples=[{"marts/finance": "0 * * * *"}],
         ),
     ] = field(default_factory=dict)
+    reuse: Annotated[
+        bool,
+        Resolver.default(
+            description=(
+                "true: every model, seed and snapshot is built only when its code changed or "
+                "a parent has new data since its last build (dbt State's reuse), with dbt "
+                "State's defaults (`lag_tolerance` 45 minutes, new data from any parent) where "
+                "its dbt config sets no `state`. false (the default): only the nodes whose dbt "
+                "config has `state` (`+state:` on a folder or the project in dbt_project.yml, "
+                "`config(state=...)` in a model) reuse. A reusing node has no freshness policy: "
+                "Dagster's would turn it overdue when nothing needed rebuilding (docs/reuse.md)."
+            ),
+            examples=[False, True],
+        ),
+    ] = False
     speedups: Annotated[
         bool,
         Resolver.default(
@@ -254,6 +270,7 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
     def __post_init__(self) -> None:
         # A templated value (`{{ env(...) }}`) arrives as a string, unchecked.
         self.speedups = _as_bool(self.speedups, "speedups")
+        self.reuse = _as_bool(self.reuse, "reuse")
         crons = {
             "daily_cron": self.daily_cron,
             "source_observation.cron": self.source_observation.cron,
@@ -274,16 +291,26 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         return TaggedAndAutomatedTranslator(self, self.translation_settings)
 
     def policy_for(self, node: Mapping[str, Any], materialized: str) -> dg.AutomationCondition:
-        """The automation condition for a dbt node: by materialization, then tag and folder."""
+        """The automation condition for a dbt node: by materialization, then tag and folder,
+        reusing its last build where its dbt config (or `reuse`) says so."""
+        reuse = self.reuse_for(node)
         if materialized == "view":
-            return refresh_on_change(speedups=self.speedups)
-        return refresh_daily(self.cron_for(node), self.cron_timezone, speedups=self.speedups)
+            return refresh_on_change(speedups=self.speedups, reuse=reuse)
+        return refresh_daily(
+            self.cron_for(node), self.cron_timezone, speedups=self.speedups, reuse=reuse
+        )
+
+    def reuse_for(self, node: Mapping[str, Any]) -> ReuseSettings | None:
+        """dbt State's settings for the node (its `state` config), or None if it does not
+        reuse. A bad value raises, naming the node, its file, the key and the value."""
+        return reuse_settings(node, self.reuse)
 
     def freshness_for(
         self, node: Mapping[str, Any], materialized: str
     ) -> dg.FreshnessPolicy | None:
-        """Dagster's freshness policy for a dbt node: none for a view, from its cron otherwise."""
-        if materialized == "view":
+        """Dagster's freshness policy for a dbt node: none for a view or a node that reuses
+        (its last build stays current while nothing changed), from its cron otherwise."""
+        if materialized == "view" or self.reuse_for(node) is not None:
             return None
         return overdue_after_grace(self.cron_for(node), self.cron_timezone)
 

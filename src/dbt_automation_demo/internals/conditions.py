@@ -279,7 +279,7 @@ async def _parent_updated(context: dg.AutomationContext, parent: dg.AssetKey) ->
                     from_subset=updated, filter_fn=_run_targeted(context.key, parent)
                 )
             )
-    return updated.compute_union(_requested_this_tick(context, parent))
+    return updated.compute_union(requested_this_tick(context, parent))
 
 
 def _has_event_since(view: AssetGraphView, parent: dg.AssetKey, previous: TemporalContext) -> bool:
@@ -334,7 +334,8 @@ def _run_targeted(asset: dg.AssetKey, parent: dg.AssetKey):
     return targeted
 
 
-def _requested_this_tick(context: dg.AutomationContext, parent: dg.AssetKey) -> EntitySubset:
+def requested_this_tick(context: dg.AutomationContext, parent: dg.AssetKey) -> EntitySubset:
+    """The parent's request on this tick, where it runs in the same run as this asset."""
     requested = context.request_subsets_by_key.get(parent)
     if requested is None or not _runs_with(context, parent):
         return context.asset_graph_view.get_empty_subset(key=parent)
@@ -372,7 +373,7 @@ async def _parent_running_or_missing(
             key=parent, from_subset=candidates
         )
         why = "missing" if node.is_materializable else "not observed with data yet"
-        held.append((why, missing.compute_difference(_requested_this_tick(context, parent))))
+        held.append((why, missing.compute_difference(requested_this_tick(context, parent))))
     return [(why, subset) for why, subset in held if not subset.is_empty]
 
 
@@ -399,10 +400,7 @@ async def _name_holders(
 async def _why_parent_failed(context: dg.AutomationContext, parent: dg.AssetKey) -> str | None:
     """Why a parent holds this asset back, or None."""
     graph, view = context.asset_graph, context.asset_graph_view
-    if (
-        not graph.get(parent).is_materializable
-        or not _requested_this_tick(context, parent).is_empty
-    ):
+    if not graph.get(parent).is_materializable or not requested_this_tick(context, parent).is_empty:
         return None
     blocking = sorted(key for key in graph.get(parent).check_keys if graph.get(key).blocking)
     statuses = await asyncio.gather(

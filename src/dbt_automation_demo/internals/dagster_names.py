@@ -1,10 +1,10 @@
 """Names Dagster uses and does not export, which the pattern needs: read cron schedules as
 Dagster reads them, recognise an unfinished run or a failed check record, read an observation's
-data version, and point a replayed
+data version and a build's code version, and point a replayed
 schedule at this process's code. Kept here so that a Dagster upgrade that moves one fails
 tests/test_internals_guard.py, naming it, and nothing else."""
 
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
     RemoteJobOrigin,
@@ -20,6 +20,7 @@ from dagster._utils.schedules import (
 )
 
 __all__ = [
+    "CODE_VERSION_TAG",
     "DATA_VERSION_TAG",
     "NOT_FINISHED_STATUSES",
     "AssetCheckExecutionRecordStatus",
