@@ -273,7 +273,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def fuzz(session: nox.Session) -> None:
-    """The policies against the README's model, longer: `-- --examples N [--seed S]`."""
+    """The policies against the README's model, and reuse against its rule, longer:
+    `-- --examples N [--seed S]` (N sequences of each)."""
     install_locked(session)
     parser = argparse.ArgumentParser(prog="nox -s fuzz --")
     parser.add_argument("--examples", type=int, default=500, help="random sequences to run")
@@ -285,12 +286,16 @@ def fuzz(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/test_policy_interleavings.py",
+        "tests/test_reuse_property.py",
         "-s",
         f"--hypothesis-seed={args.seed}",
         # pyproject's 20 minutes per test is for the suite; 500 sequences take about 25 here.
         "-o",
         f"faulthandler_timeout={max(1200, 6 * args.examples)}",
-        env={"POLICY_FUZZ_EXAMPLES": str(args.examples)},
+        env={
+            "POLICY_FUZZ_EXAMPLES": str(args.examples),
+            "REUSE_PROPERTY_EXAMPLES": str(args.examples),
+        },
     )
 
 
@@ -316,6 +321,7 @@ STOCK_TESTS = (
     "tests/test_code_versions.py",
     "tests/test_source_observations.py",
     "tests/test_reuse.py",
+    "tests/test_reuse_property.py",
     "tests/test_tags_and_selection.py",
     "tests/test_sensor_splitting.py",
     "tests/test_schedule.py",

@@ -30,6 +30,7 @@ from bench.measure import (
 )
 from bench.sources import SOURCE_MEASURES, source_figures
 from bench.synthetic import generate_project
+from bench.week import AUTOMATIONS, week_figures, week_table
 from dbt_automation_demo.replay import parse
 
 FULL_SIZES = (100, 1000, 5000)
@@ -51,7 +52,9 @@ DAEMON_SECONDS, DAEMON_SECONDS_QUICK = 150, 90
 # sensor layouts and the daemon at that size too, the daemon's sensors every 5 s for 30 s.
 SMOKE = {"sizes": (100,), "splitting_sizes": (100,), "daemon_size": 100,
          "daemon_seconds": 30, "daemon_interval": 5, "source_sizes": (100,),
-         "repeat": 1}  # fmt: skip
+         "repeat": 1, "week_days": 0.25}  # fmt: skip
+# The simulated week (bench/week.py): a day with --quick.
+WEEK_DAYS, WEEK_DAYS_QUICK = 7, 1
 VERSIONED_PACKAGES = ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb")
 
 
@@ -91,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                 _progress(_row(figure))
     figures.append(orchestration(plan["repeat"]))
     _progress(_row(figures[-1]))
+    week = week_figures(plan["week_days"])
+    _progress("\n".join(week_table(week)))
 
-    report = _report(figures, plan, args, time.perf_counter() - started)
+    report = {**_report(figures, plan, args, time.perf_counter() - started), "week": week}
     if args.json:  # first: a figure measured is never lost to the table below
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(report))
@@ -117,6 +122,7 @@ def _plan(args: argparse.Namespace) -> dict:
         "daemon_interval": SENSOR_INTERVAL_SECONDS,
         "source_sizes": tuple(args.sources or SOURCE_SIZES),
         "repeat": args.repeat,
+        "week_days": WEEK_DAYS_QUICK if args.quick else WEEK_DAYS,
     }
 
 
@@ -198,6 +204,8 @@ def _missing_figures(report: dict) -> list[str]:
         for key in ("ours_seconds", "stock_seconds", "ratio")
         if not (isinstance(f[key], float) and f[key] > 0)
     ]
+    simulated = {row["automation"] for row in report.get("week", [])}
+    missing += [f"a simulated week: {name}" for name in AUTOMATIONS if name not in simulated]
     return missing
 
 
@@ -288,8 +296,11 @@ def _table(report: dict) -> str:
         f"{report['total_seconds'] / 60:.1f} min in all"
     )
     return "\n".join(
-        [*header, *rows, *_splitting_table(report), *_daemon_table(report), "", *notes]
-    )
+        [
+            *header, *rows, *_splitting_table(report), *_daemon_table(report),
+            *week_table(report.get("week", [])), "", *notes,
+        ]
+    )  # fmt: skip
 
 
 def _fields(figure: dict) -> dict:

@@ -54,6 +54,9 @@ def test_completeness_check_names_every_missing_figure():
         "observe every source @ 100",
         "definitions build @ 100: stock_seconds",
         "definitions build @ 100: ratio",
+        "a simulated week: the seed's policies",
+        "a simulated week: eager() on every asset",
+        "a simulated week: reuse (dbt State's defaults)",
     ]
 
 

@@ -104,7 +104,9 @@ def shape(condition: dg.AutomationCondition) -> tuple:
 
 
 def names_of_the_behaviour_tables_tests() -> set[str]:
-    rows = re.findall(r"^\| (?:view|cron|both) \|.*$", (REPO_ROOT / "README.md").read_text(), re.M)
+    rows = re.findall(
+        r"^\| (?:view|cron|both|reuse) \|.*$", (REPO_ROOT / "README.md").read_text(), re.M
+    )
     assert len(rows) >= 25
     return {name for row in rows for name in re.findall(r"`(test_\w+)`", row)}
 

@@ -131,7 +131,8 @@ def _last_build(context: dg.AutomationContext, key: dg.AssetKey) -> dg.EventLogR
 
 def _code_changed(context: dg.AutomationContext, last_build: dg.EventLogRecord) -> bool:
     materialization = last_build.asset_materialization
-    built_with = materialization.tags.get(CODE_VERSION_TAG) if materialization else None
+    # A materialization reported without tags has None for them.
+    built_with = (materialization.tags or {}).get(CODE_VERSION_TAG) if materialization else None
     return built_with != context.asset_graph.get(context.key).code_version
 
 
