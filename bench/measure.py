@@ -143,9 +143,20 @@ def definitions_build(project_dir: Path, models: int, repeat: int) -> Comparison
 
 
 @contextmanager
-def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
+def instance_in(home: Path, consolidated: bool = False) -> Iterator[dg.DagsterInstance]:
+    """A real SQLite instance in `home`: Dagster's default storages, or its event log in one
+    database (`consolidated`: a run's events are not a database each, as PostgreSQL keeps one
+    table)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    config = "telemetry:\n  enabled: false\n"
+    if consolidated:
+        config += (
+            "event_log_storage:\n"
+            "  module: dagster._core.storage.event_log\n"
+            "  class: ConsolidatedSqliteEventLogStorage\n"
+            f"  config:\n    base_dir: {home / 'history'}\n"
+        )
+    (home / "dagster.yaml").write_text(config)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance
 
@@ -171,7 +182,7 @@ def everything_built(
 ) -> Path:
     """An instance in which every asset has been materialized once, and every observed source
     observed with data: each side gets a copy."""
-    with _instance(home) as instance:
+    with instance_in(home) as instance:
         report_materialized(instance, assets)
         for key in sources:
             instance.report_runless_asset_event(
@@ -188,7 +199,7 @@ class _OnACopy:
         self.home = home
 
     def __enter__(self):
-        self._instance_cm = _instance(self.home)
+        self._instance_cm = instance_in(self.home)
         self.instance = self._instance_cm.__enter__()
         return self
 

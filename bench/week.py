@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +35,7 @@ from dagster._core.events import (
     StepMaterializationData,
 )
 
+from bench.measure import instance_in
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from dbt_automation_demo.reuse import MATERIALIZATION_TAG, ReuseSettings
 
@@ -177,25 +176,10 @@ class Week:
                 self.staleness.append((now - min(unseen)).total_seconds() if unseen else 0.0)
 
 
-@contextmanager
-def _instance(home: Path) -> Iterator[dg.DagsterInstance]:
-    """SQLite, the event log in one database (a run's events are not a database each)."""
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\n"
-        "event_log_storage:\n"
-        "  module: dagster._core.storage.event_log\n"
-        "  class: ConsolidatedSqliteEventLogStorage\n"
-        f"  config:\n    base_dir: {home / 'history'}\n"
-    )
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        yield instance
-
-
 def simulate(automation: str, days: float, scratch: Path) -> Week:
     defs = definitions(automation)
     everything = list(parents())
-    with _instance(scratch / automation.split()[0].strip("()'")) as instance:
+    with instance_in(scratch / automation.split()[0].strip("()'"), consolidated=True) as instance:
         week = Week(automation, instance)
         week.run(everything, START - timedelta(minutes=1))  # built once before the week
         cursor = None

@@ -41,6 +41,16 @@ model it reads exists (built, or requested on the same tick):
   run failed first) and that started after the run of that build, or is that run.
 A run plans the tests of its targets (a run by hand) or exactly the tests requested (the
 sensor's); it runs one once every model the test reads is built, in the run or before.
+
+Reuse (a node with dbt State's `state` config, `reuse.py`): what the rules above request is
+requested only if the node was never built, or its code changed since its last build (an edit
+after that build's run started), or it has new data since that build, from any parent (or
+every parent, with `all`), and that build is at least its lag tolerance old at the tick's time
+(runs happen just after the last tick, or the start).
+A parent has new data when its latest build came after the node's last build's run started,
+by another run, or an observation found new data since then, or it is requested on the same
+tick, or it is a view and one of its parents has new data. A node held back so keeps its
+triggers: only a request spends them.
 """
 
 from collections.abc import Iterable, Sequence
@@ -52,11 +62,20 @@ EVERY_15_MINUTES = "*/15 * * * *"
 
 
 @dataclass(frozen=True)
+class Reuse:
+    """dbt State's settings of a reusing node."""
+
+    lag_tolerance: timedelta
+    require_all: bool = False  # require_fresh_data_from: all
+
+
+@dataclass(frozen=True)
 class ModelAsset:
     name: str
     parents: frozenset[str]
     is_view: bool
     cron: str | None = None  # for everything but views
+    reuse: Reuse | None = None
 
 
 def latest_cron_tick(cron: str, at: datetime) -> datetime:
@@ -120,6 +139,12 @@ class ReferenceModel:
     tests_planned: dict[str, frozenset[str]] = field(default_factory=dict)  # run id -> tests
     tests_requested: set[str] = field(default_factory=set)  # on the last tick
     skipped_by_run_ending: list[tuple[int, frozenset[str]]] = field(default_factory=list)
+    clock: datetime | None = None  # the last tick's time, or the start: builds come just after
+    code_edits: dict[str, int] = field(default_factory=dict)  # asset -> edits so far
+    run_code: dict[str, dict[str, int]] = field(default_factory=dict)  # run id -> its targets'
+    built_code: dict[str, int] = field(default_factory=dict)  # asset -> edits in its last build
+    built_at: dict[str, datetime] = field(default_factory=dict)
+    held_back: set[str] = field(default_factory=set)  # by reuse, on the last tick
 
     def define(self, assets: Iterable[ModelAsset], tests: Iterable[ModelTest] = ()) -> None:
         """The project now holds these assets (new ones have never been evaluated), and these
@@ -129,6 +154,7 @@ class ReferenceModel:
 
     def edit(self, name: str) -> None:
         self.edited.add(name)
+        self.code_edits[name] = self.code_edits.get(name, 0) + 1
 
     def observed(self, source: str, new_data: bool) -> None:
         """An observation of a dbt source: with new data (or its first data), or the same."""
@@ -149,6 +175,7 @@ class ReferenceModel:
         self.running[run_id] = frozenset(targets)
         for name in targets:
             self.last_planned_by[name] = run_id
+        self.run_code[run_id] = {name: self.code_edits.get(name, 0) for name in targets}
         self.events += 1
         self.run_started_at[run_id] = self.events
         planned = self.tests_planned_by_hand(targets) if tests is None else set(tests)
@@ -184,6 +211,8 @@ class ReferenceModel:
             self.built.add(name)
             self.last_built[name] = (self.events, targets)
             self.last_run_of_build[name] = run_id
+            self.built_code[name] = self.run_code[run_id][name]
+            self.built_at[name] = self.clock
         for test in ran:
             self.events += 1
             model = checked_model(test)
@@ -203,9 +232,13 @@ class ReferenceModel:
 
     def tick(self, now: datetime) -> set[str]:
         requested: set[str] = set()
+        self.held_back = set()
         for name in self.in_dependency_order():
             if self._wants(name, now, requested) and self._safe(name, requested):
-                requested.add(name)
+                if self._reused(name, now, requested):
+                    self.held_back.add(name)
+                else:
+                    requested.add(name)
         self.tests_requested = {
             test.name for test in self.tests.values() if self._test_wanted(test, requested)
         }
@@ -213,6 +246,7 @@ class ReferenceModel:
             self.evaluated[name] = _Evaluated(now, self.events)
         self.missing_last_tick = set(self.assets) - self.built
         self.requested_last_tick = requested
+        self.clock = now
         self.edited.clear()
         return requested
 
@@ -260,6 +294,37 @@ class ReferenceModel:
             or any(self._in_progress(p) for p in parents)
             or any(p not in self.built and p not in requested for p in parents)
             or any(self._failed(p) and p not in requested for p in parents)
+        )
+
+    def _reused(self, name: str, now: datetime, requested: set[str]) -> bool:
+        """The node keeps its last build: nothing changed, or not long enough ago."""
+        reuse, run = self.assets[name].reuse, self.last_run_of_build.get(name)
+        if reuse is None or run is None or self.built_code[name] != self.code_edits.get(name, 0):
+            return False
+        parents = self.assets[name].parents
+        fresh = {p for p in parents if self._new_data(p, run, requested, seen=set())}
+        if not fresh or (reuse.require_all and fresh != parents):
+            return True
+        # A build happens just after the clock's time: one exactly its tolerance before the
+        # tick is not quite that old.
+        return now - self.built_at[name] <= reuse.lag_tolerance
+
+    def _new_data(self, parent: str, build_run: str, requested: set[str], seen: set[str]) -> bool:
+        """New data in `parent` since the run `build_run` started, for a node it built."""
+        if parent in seen:
+            return False
+        seen.add(parent)
+        built_after = parent in self.last_built and (
+            self.last_built[parent][0] > self.run_started_at[build_run]
+            and self.last_run_of_build.get(parent) != build_run
+        )
+        if parent in requested or built_after:
+            return True
+        asset = self.assets.get(parent)  # None: a dbt source
+        return (
+            asset is not None
+            and asset.is_view
+            and any(self._new_data(p, build_run, requested, seen) for p in sorted(asset.parents))
         )
 
     def _failed(self, name: str) -> bool:

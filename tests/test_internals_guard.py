@@ -89,6 +89,37 @@ PRIVATE_NAMES = [
         params=("self", "asset_key"),
     ),
     Private(
+        "dagster._utils.caching_instance_queryer:CachingInstanceQueryer."
+        "get_asset_partitions_updated_after_cursor",
+        "NothingNewSinceLastBuild (reuse.py)",
+        params=(
+            "self",
+            "asset_key",
+            "asset_partitions",
+            "after_cursor",
+            "respect_materialization_data_versions",
+        ),
+    ),
+    Private(
+        "dagster._time:_mockable_get_current_timestamp",
+        "SimulatedClock (internals/simulated_clock.py)",
+        params=(),
+    ),
+    Private(
+        "dagster._time:_mockable_get_current_datetime",
+        "SimulatedClock (internals/simulated_clock.py)",
+        params=(),
+    ),
+    Private(
+        "dagster._core.test_utils:get_freezable_log_manager",
+        "SimulatedClock (internals/simulated_clock.py)",
+        params=(),
+    ),
+    Private(
+        "dagster._core.log_manager:DagsterLogManager",
+        "SimulatedClock (internals/simulated_clock.py)",
+    ),
+    Private(
         "dagster._core.definitions.data_version:CODE_VERSION_TAG",
         "NothingNewSinceLastBuild (reuse.py)",
         kind=str,

@@ -75,6 +75,13 @@ def test_demo_prints_the_timeline_of_the_walkthroughs():
         "stg_payments",  # the first observation: the landing zone's first batch
         "stg_payments",  # a batch landed and was observed
         "nothing",  # observed again, no new data
+        "nothing",  # reuse, a 10-minute lag tolerance: new data, 8 minutes after its build
+        "stg_payments",  # 11 minutes after
+        "nothing",  # new data every 3 minutes: within the tolerance
+        "nothing",
+        "nothing",
+        "stg_payments",  # nothing landed since, but the last landing is not built yet
+        "nothing",
     ]
     observed = [line.split("observe ")[1] for line in demo.stdout.splitlines()
                 if "  observe " in line]  # fmt: skip
@@ -82,8 +89,11 @@ def test_demo_prints_the_timeline_of_the_walkthroughs():
         "landing/payments: new data",
         "landing/payments: new data",
         "landing/payments: no new data",
+        *["landing/payments: new data"] * 5,  # every three minutes
     ]
     assert "why    stg_payments waits: landing/payments: not observed with data yet" in demo.stdout
+    tolerance = "new data, within its lag tolerance (10 min) of its last build"
+    assert demo.stdout.count(f"why    stg_payments waits: stg_payments: {tolerance}") == 4
     (failed,) = [line for line in demo.stdout.splitlines() if "FAILED" in line]
     assert failed.endswith(f"dbt build stg_orders: FAILED: stg_orders' test {STATUS_TEST} failed")
     assert f"why    customer_orders waits: stg_orders: blocking check {STATUS_TEST} failed" in (

@@ -10,12 +10,14 @@ reads only one of the test's models), fixed by a later build or a later run of t
 sensor's own requests run, assets and tests;
 SQL edits of views and tables, of a macro and of an ephemeral model (new code versions,
 computed as the component computes them); a view and a table added to the project; the clock
-moving across cron ticks; and evaluations. After every evaluation, the sets of
-requested assets and of requested tests on more than one model must equal
-`policy_model.ReferenceModel`'s, exactly.
+moving across cron ticks; and evaluations. Each sequence draws which nodes reuse (dbt State's
+`state` config, `reuse.py`), with which lag tolerance and `require_fresh_data_from`. After
+every evaluation, the sets of requested assets and of requested tests on more than one model
+must equal `policy_model.ReferenceModel`'s, exactly.
 
 Runs are reported to the instance as Dagster records a launched run (its asset selection, its
-planned and reported materializations, its end) without running dbt, so hundreds of sequences
+planned and reported materializations with the code versions it started with, its end, at the
+sequence's clock) without running dbt, so hundreds of sequences
 run in minutes; `test_policies_match_the_model_with_real_dbt_runs` runs dbt for real.
 
 A failure prints the shrunk sequence as a timeline, in the form `nox -s demo` prints.
@@ -57,10 +59,16 @@ from policy_model import (
     ModelAsset,
     ModelTest,
     ReferenceModel,
+    Reuse,
     checked_model,
 )
 
+from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from dbt_automation_demo.components.code_versions import CompiledSqlCodeVersions
+from dbt_automation_demo.components.custom_dbt_component import speedups_in_environment
+from dbt_automation_demo.internals.dagster_names import CODE_VERSION_TAG
+from dbt_automation_demo.internals.simulated_clock import SimulatedClock
+from dbt_automation_demo.reuse import MATERIALIZATION_TAG, ReuseSettings
 from harness import (
     SHIPPED_DBT_PROJECT,
     add_a_landing_zone,
@@ -112,22 +120,39 @@ EPHEMERAL, EPHEMERAL_SQL = (
     "{{ config(materialized='ephemeral') }}\nselect * from {{ ref('raw_customers') }}\n",
 )
 # The landing zone's sources (harness.py): one file in each, so that real dbt builds their
-# views. `payments` is observed (recorded: new data or the same); `refunds` never is.
+# views. `payments` is observed (recorded: new data or the same); `refunds` never is. A table
+# reads the view over `payments`: a daily tick makes it due whether or not the source changed.
 SOURCE = "landing/payments"
+TABLE_OVER_THE_SOURCE = (
+    "marts/payment_totals.sql",
+    "select count(*) as payments from {{ ref('stg_payments') }}\n",
+)
 # A run's targets, as indexes into the project's sorted asset names (so they shrink well).
 PICKS = st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=4)
 # None: the run succeeds; N: it fails after building its first N targets, in dbt's order.
 FAILURES = st.none() | st.integers(min_value=0, max_value=4)
+# Each node's reuse, drawn per sequence (None first: a failure shrinks to fewer reusing nodes),
+# with tolerances under, across and over the steps of the clock.
+REUSE_CHOICES = [
+    None,
+    ReuseSettings(timedelta(minutes=10)),
+    ReuseSettings(timedelta(minutes=45), "all"),
+    ReuseSettings(timedelta(0)),
+    ReuseSettings(timedelta(hours=4)),
+]
+MOST_ASSETS = 12  # a draw for each asset of the extended project, in name order
 
 
 def fuzz_projects(folder: Path, source: Path) -> tuple[Path, Path]:
     """Two parsed copies of the shipped dbt project: with `order_summary` tagged for the `*/15`
-    cron and a landing zone read through dbt sources, and the same with a view and a table
-    added."""
+    cron, a landing zone read through dbt sources and a table over it, and the same with a view
+    and a table added."""
     base = copy_dbt_project(folder / "base" / "analytics_dbt", source=source)
     add_a_landing_zone(base)
     land(base, "payments", 1)
     land(base, "refunds", 1)
+    path, table_sql = TABLE_OVER_THE_SOURCE
+    (base / "models" / path).write_text(table_sql)
     sql = base / "models" / "marts" / f"{FREQUENT_TABLE}.sql"
     sql.write_text(f"{{{{ config(tags=['{FREQUENT_TAG}']) }}}}\n{sql.read_text()}")
     (base / "models" / "staging" / f"{EPHEMERAL}.sql").write_text(EPHEMERAL_SQL)
@@ -145,6 +170,18 @@ def fuzz_projects(folder: Path, source: Path) -> tuple[Path, Path]:
 
 def policy_defs(project: Path) -> dg.Definitions:
     return build_defs(project, cron_by_tag={FREQUENT_TAG: EVERY_15_MINUTES})
+
+
+def cron_of(name: str) -> str:
+    return EVERY_15_MINUTES if name == FREQUENT_TABLE else DAILY
+
+
+def reusing_policy(spec: dg.AssetSpec, reuse: ReuseSettings) -> dg.AutomationCondition:
+    """The component's policy for the node with a `state` config."""
+    speedups, name = speedups_in_environment(), spec.key.to_user_string()
+    if spec.tags.get(MATERIALIZATION_TAG) == "view":
+        return refresh_on_change(speedups, reuse)
+    return refresh_daily(cron_of(name), "UTC", speedups, reuse)
 
 
 def manifest_of(project: Path) -> dict:
@@ -175,16 +212,19 @@ class EditedManifest:
         }
 
 
-def model_assets(defs: dg.Definitions) -> list[ModelAsset]:
-    """What the model is told of the project: each asset's parents and its materialization."""
+def model_assets(defs: dg.Definitions, reuse: dict[str, ReuseSettings]) -> list[ModelAsset]:
+    """What the model is told of the project: each asset's parents, its materialization and
+    its reuse."""
     graph = defs.resolve_asset_graph()
     assets = []
     for key in graph.materializable_asset_keys:
         node, name = graph.get(key), key.to_user_string()
-        is_view = node.tags.get("dagster/materialization") == "view"
-        cron = None if is_view else EVERY_15_MINUTES if name == FREQUENT_TABLE else DAILY
+        is_view = node.tags.get(MATERIALIZATION_TAG) == "view"
+        cron = None if is_view else cron_of(name)
         parents = frozenset(parent.to_user_string() for parent in node.parent_keys)
-        assets.append(ModelAsset(name, parents, is_view, cron))
+        settings = reuse.get(name)
+        told = settings and Reuse(settings.lag_tolerance, settings.require_fresh_data_from == "all")
+        assets.append(ModelAsset(name, parents, is_view, cron, told or None))
     return assets
 
 
@@ -208,15 +248,21 @@ def _check_key(test: str) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(dg.AssetKey(model), name)
 
 
-def with_code_versions(defs: dg.Definitions, versions: dict[str, str]) -> dg.Definitions:
-    """The definitions with these assets' code versions changed, as an SQL edit changes them."""
-    return defs.map_asset_specs(
-        func=lambda spec: (
-            spec.replace_attributes(code_version=versions[spec.key.to_user_string()])
-            if spec.key.to_user_string() in versions
-            else spec
-        )
-    )
+def as_drawn(
+    defs: dg.Definitions, versions: dict[str, str], reuse: dict[str, ReuseSettings]
+) -> dg.Definitions:
+    """The definitions with these assets' code versions changed, as an SQL edit changes them,
+    and these assets reusing, as a `state` config in their dbt project makes them."""
+
+    def drawn(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        if name in versions:
+            spec = spec.replace_attributes(code_version=versions[name])
+        if name in reuse:
+            spec = spec.replace_attributes(automation_condition=reusing_policy(spec, reuse[name]))
+        return spec
+
+    return defs.map_asset_specs(func=drawn)
 
 
 def first_blocking_check(defs: dg.Definitions, name: str) -> str | None:
@@ -234,8 +280,9 @@ class PolicyInterleavings(RuleBasedStateMachine):
     """One sequence: a fresh instance, the shipped project, and the model beside them."""
 
     # The project's definitions and manifests before and after the models are added: set by
-    # `check()`.
+    # `check()`; and every asset name either holds.
     base_defs: dg.Definitions
+    all_names: list[str]
     extended_defs: dg.Definitions
     base_manifest: dict
     extended_manifest: dict
@@ -250,14 +297,17 @@ class PolicyInterleavings(RuleBasedStateMachine):
         self.project_defs = self.base_defs
         self.manifest = EditedManifest(self.base_manifest)
         self.versions: dict[str, str] = {}
+        self.reuse: dict[str, ReuseSettings] = {}
         self._defs_key, self._defs = None, self.project_defs
         self.now = START
-        self.model = ReferenceModel()
-        self.model.define(model_assets(self.project_defs), model_tests(self.project_defs))
+        self.model = ReferenceModel(clock=START)
+        self.run_versions: dict[str, dict[str, str | None]] = {}
         self.cursor = None
         self.last_requested: set[str] = set()
         self.last_requested_tests: set[str] = set()
         self.run_numbers = itertools.count(1)
+        # Dagster's clock, at the sequence's: the model has runs just after the last tick.
+        self.clock = SimulatedClock()
         self.source_version = 0
         self.timeline: list[str] = []
         if self.real_dbt:
@@ -282,10 +332,16 @@ class PolicyInterleavings(RuleBasedStateMachine):
 
     @property
     def defs(self) -> dg.Definitions:
-        key = (id(self.project_defs), tuple(sorted(self.versions.items())))
+        key = (id(self.project_defs), tuple(sorted(self.versions.items())), tuple(self.reuse))
         if self._defs_key != key:
-            self._defs_key, self._defs = key, with_code_versions(self.project_defs, self.versions)
+            self._defs_key = key
+            self._defs = as_drawn(self.project_defs, self.versions, self.reuse)
         return self._defs
+
+    def define(self) -> None:
+        """Tell the model what the project now holds."""
+        defs = self.project_defs
+        self.model.define(model_assets(defs, self.reuse), model_tests(defs))
 
     @property
     def asset_names(self) -> list[str]:
@@ -301,7 +357,12 @@ class PolicyInterleavings(RuleBasedStateMachine):
         (what `in_progress()` reads)."""
         if tests is None:
             tests = self.model.tests_planned_by_hand(targets)
-        run = start_recorded_run(self.instance, targets, {_check_key(test) for test in tests})
+        with self.clock.at(self.now):
+            run = start_recorded_run(self.instance, targets, {_check_key(test) for test in tests})
+        graph = self.defs.resolve_asset_graph()
+        self.run_versions[run.run_id] = {
+            name: graph.get(dg.AssetKey(name)).code_version for name in targets
+        }
         label = f"run {next(self.run_numbers)}"
         self.model.run_started(run.run_id, targets, tests)
         return label, run
@@ -311,15 +372,20 @@ class PolicyInterleavings(RuleBasedStateMachine):
     ) -> str:
         """The run ends, as dbt would have run it: `built` built, then every planned test that
         could run (each model it reads built), `failed_test` failing. What its tests did."""
-        for name in built:
-            data = StepMaterializationData(dg.AssetMaterialization(asset_key=name))
-            report_event(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
         failed = {failed_test} if failed_test else set()
         ran = self.model.tests_that_run(run.run_id, built) | failed
-        for test in sorted(ran):
-            report_check_result(self.instance, run, _check_key(test), passed=test not in failed)
-        status = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
-        report_event(self.instance, run, status)
+        with self.clock.at(self.now):
+            for name in built:
+                # A run records the code version it started with on each materialization.
+                version = self.run_versions[run.run_id][name]
+                tags = {CODE_VERSION_TAG: version} if version else None
+                data = StepMaterializationData(dg.AssetMaterialization(asset_key=name, tags=tags))
+                report_event(self.instance, run, DagsterEventType.ASSET_MATERIALIZATION, data)
+            for test in sorted(ran):
+                passed = test not in failed
+                report_check_result(self.instance, run, _check_key(test), passed=passed)
+            status = DagsterEventType.RUN_SUCCESS if succeeded else DagsterEventType.RUN_FAILURE
+            report_event(self.instance, run, status)
         self.model.run_ended(run.run_id, built, failed_tests=failed)
         not_run = self.model.tests_planned[run.run_id] - ran
         TALLY["tests on several models run"] += len(ran - failed)
@@ -350,7 +416,8 @@ class PolicyInterleavings(RuleBasedStateMachine):
 
     def run_dbt(self, targets: list[str], who: str) -> None:
         """A real dbt build of the targets, as a launched run records it."""
-        with contextlib.redirect_stdout(io.StringIO()):  # dbt's log; the outcome is below
+        # dbt's log goes; the outcome is below.
+        with contextlib.redirect_stdout(io.StringIO()), self.clock.at(self.now):
             result = materialize(
                 self.defs, self.instance, targets, raise_on_error=False, run_config=QUIET
             )
@@ -380,9 +447,17 @@ class PolicyInterleavings(RuleBasedStateMachine):
                 )
             )
 
-    @initialize(build_first=st.booleans())
-    def begin(self, build_first):
+    @initialize(
+        build_first=st.booleans(),
+        reuse=st.lists(st.sampled_from(REUSE_CHOICES), min_size=MOST_ASSETS, max_size=MOST_ASSETS),
+    )
+    def begin(self, build_first, reuse):
+        drawn = zip(self.all_names, reuse, strict=False)
+        self.reuse = {name: choice for name, choice in drawn if choice}
+        self.define()
         self.say("start  a fresh instance")
+        for name, choice in sorted(self.reuse.items()):
+            self.say(f"       {name} reuses its builds ({choice.label})")
         if build_first:
             self.run_now(self.asset_names, None, "you")
 
@@ -392,7 +467,8 @@ class PolicyInterleavings(RuleBasedStateMachine):
         if new_data or SOURCE not in self.model.built:
             self.source_version += 1
         version = {"dagster/data_version": str(self.source_version)}
-        self.instance.report_runless_asset_event(dg.AssetObservation(SOURCE, tags=version))
+        with self.clock.at(self.now):
+            self.instance.report_runless_asset_event(dg.AssetObservation(SOURCE, tags=version))
         self.model.observed(SOURCE, new_data)
         TALLY["source observations"] += 1
         seen = "new data" if new_data else "the same data"
@@ -518,7 +594,7 @@ class PolicyInterleavings(RuleBasedStateMachine):
     def add_models(self):
         self.project_defs = self.extended_defs
         self.manifest = EditedManifest(self.extended_manifest)
-        self.model.define(model_assets(self.project_defs), model_tests(self.project_defs))
+        self.define()
         self.say(f"you    add {ADDED_VIEW} (a view) and {ADDED_TABLE} (a table), and reload")
 
     @rule(step=st.sampled_from(SHORT_STEPS))
@@ -544,9 +620,11 @@ class PolicyInterleavings(RuleBasedStateMachine):
         expected = self.model.tick(self.now)
         expected_tests = self.model.tests_requested
         TALLY["ticks evaluated"] += 1
+        TALLY["nodes held back by reuse"] += len(self.model.held_back)
         TALLY["tests on several models requested"] += len(tests)
         self.last_requested, self.last_requested_tests = requested, tests
-        self.say(f"tick   requested: {_listed([*requested, *map(_short, tests)])}")
+        held_back = self.model.held_back and f" (the model reuses {_listed(self.model.held_back)})"
+        self.say(f"tick   requested: {_listed([*requested, *map(_short, tests)])}{held_back or ''}")
         if requested != expected or tests != expected_tests:
             raise AssertionError(
                 "\n".join(
@@ -595,6 +673,8 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def check(machine: type[PolicyInterleavings], projects, examples: int, steps: int) -> None:
     machine.base_defs, machine.extended_defs = (policy_defs(project) for project in projects)
     machine.base_manifest, machine.extended_manifest = (manifest_of(p) for p in projects)
+    names = machine.extended_defs.resolve_asset_graph().materializable_asset_keys
+    machine.all_names = sorted(key.to_user_string() for key in names)
     TALLY.clear()
     run_state_machine_as_test(
         machine,
@@ -613,7 +693,11 @@ def check(machine: type[PolicyInterleavings], projects, examples: int, steps: in
 @pytest.mark.interleavings
 def test_policies_match_the_model_under_random_interleavings(projects):
     check(PolicyInterleavings, projects, examples=EXAMPLES, steps=40)
-    drawn = ("runs with a failing test", "macro or ephemeral edits", "comment-only edits")
+    drawn = (
+        "runs with a failing test",
+        "macro or ephemeral edits",
+        "comment-only edits",
+    )
     # A few sequences (`nox -s fuzz -- --examples 2`) may draw no observation; CI's draw many.
     if EXAMPLES >= 20:
         drawn += (
@@ -621,6 +705,7 @@ def test_policies_match_the_model_under_random_interleavings(projects):
             "tests on several models run",
             "tests on several models planned, not run",
             "runs with a failing test on several models",
+            "nodes held back by reuse",
         )
     assert [what for what in drawn if TALLY[what] == 0] == []
 

@@ -112,27 +112,19 @@ def _safe_to_run(speedups: bool) -> dg.AutomationCondition:
     ).with_label("no parent's blocking check failed")
 
 
-def _built_only_if_changed(reuse: ReuseSettings | None) -> dg.AutomationCondition | None:
-    """With reuse (dbt State's `state` config, `reuse.py`): true where the asset keeps its
-    last build; None without."""
-    if reuse is None:
-        return None
-    reused = NothingNewSinceLastBuild(
-        lag_tolerance_minutes=int(reuse.lag_tolerance.total_seconds() // 60),
-        require_fresh_data_from=reuse.require_fresh_data_from,
-    )
-    return (~reused.with_label(f"reused ({reuse.label})")).with_label(
-        "SQL changed, or new data since its last build"
-    )
-
-
 def _with_reuse(
     condition: dg.AutomationCondition, reuse: ReuseSettings | None, label: str
 ) -> dg.AutomationCondition:
-    changed_since_built = _built_only_if_changed(reuse)
-    if changed_since_built is None:
+    """The policy, labelled; with reuse (dbt State's `state` config, `reuse.py`), requested
+    only where the asset does not keep its last build."""
+    if reuse is None:
         return condition.with_label(label)
-    return (condition & changed_since_built).with_label(f"{label}, reusing unchanged builds")
+    reused = NothingNewSinceLastBuild(
+        lag_tolerance_minutes=int(reuse.lag_tolerance.total_seconds() // 60),
+        require_fresh_data_from=reuse.require_fresh_data_from,
+    ).with_label(f"reused ({reuse.label})")
+    built_only_if_changed = (~reused).with_label("SQL changed, or new data since its last build")
+    return (condition & built_only_if_changed).with_label(f"{label}, reusing unchanged builds")
 
 
 @functools.cache

@@ -2,7 +2,9 @@
 
 Everything is real except the clock: a temporary Dagster instance and DuckDB file, the shipped
 project (copied, so that its SQL and its defs.yaml can be edited), real dbt runs, and the
-project's own policies, evaluated tick by tick the way the automation sensor does.
+project's own policies, evaluated tick by tick the way the automation sensor does. Runs and
+observations happen at the simulated time, for Dagster too (its events' stamps): reuse reads a
+build's age from them.
 """
 
 import contextlib
@@ -22,6 +24,7 @@ from dbt_automation_demo.components.source_observations import (
     FRESHNESS_CHECK,
     observation_job_name,
 )
+from dbt_automation_demo.internals.simulated_clock import SimulatedClock
 from dbt_automation_demo.land import land_a_batch
 from dbt_automation_demo.replay import (
     DBT_DEFS_YAML,
@@ -44,6 +47,7 @@ class Timeline:
     def __init__(self, ticker: Ticker, instance: dg.DagsterInstance):
         self.ticker = ticker
         self.instance = instance
+        self.clock = SimulatedClock()
 
     def say(self, what: str) -> None:
         print(f"{self.ticker.now:%a %H:%M}  {what}", flush=True)
@@ -60,7 +64,11 @@ class Timeline:
         if not asset_names:
             return
         logs = io.StringIO()
-        with contextlib.redirect_stdout(logs), contextlib.redirect_stderr(logs):
+        with (
+            contextlib.redirect_stdout(logs),
+            contextlib.redirect_stderr(logs),
+            self.clock.at(self.ticker.now),
+        ):
             result = materialize(self.ticker.defs, self.instance, asset_names, raise_on_error=False)
         failed_tests = sorted(
             f"{_possessive(check.asset_key.to_user_string())} test {check.check_name}"
@@ -87,7 +95,11 @@ class Timeline:
         dbt's freshness verdict (on the real clock: dbt compares `loaded_at` with now)."""
         self.ticker.now = DAY.replace(hour=hour, minute=minute)
         job = self.ticker.defs.resolve_job_def(OBSERVE_JOB)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            self.clock.at(self.ticker.now),
+        ):
             result = job.execute_in_process(instance=self.instance)
         # An observation is recorded only for a new data version; each source's checks, always.
         observed = {event.asset_key for event in result.get_asset_observation_events()}
@@ -203,6 +215,24 @@ def replay(workdir: Path) -> None:
         timeline.observe_at(11, 25)
         timeline.tick_at(11, 25, 30)
 
+        print("\n== Walkthrough 7: reuse; a view with a 10-minute lag tolerance is built once per")
+        print("== window, not once per landing, and never misses the last one")
+        give_lag_tolerance(project, "stg_payments", minutes=10)
+        timeline.ticker.defs = defs_from_yaml(workdir)
+        timeline.say("you    give stg_payments `+state: {lag_tolerance: 10m}` and reload")
+        for minute in (27, 30, 33, 36, 39):  # every three minutes
+            timeline.ticker.now = DAY.replace(hour=11, minute=minute)
+            land_a_batch(project / "landing", timeline.ticker.now)
+            timeline.say("you    nox -s land: a batch of payments lands")
+            timeline.observe_at(11, minute + 1)
+            requested = timeline.tick_at(11, minute + 1, 30)
+            if requested:
+                timeline.run(requested)
+            else:
+                timeline.why_waiting("stg_payments")
+        timeline.run(timeline.tick_at(11, 42, 30))  # no landing: the last one is built
+        timeline.tick_at(11, 45, 30)
+
 
 def set_daily_cron(project_root: Path, cron: str, marts: str | None = None) -> None:
     """Edit `daily_cron` in the project's defs.yaml (and `cron_by_path` for the marts), as
@@ -212,6 +242,20 @@ def set_daily_cron(project_root: Path, cron: str, marts: str | None = None) -> N
     without_marts = re.sub(r"(?m)^  cron_by_path: .*\n", "", defs_yaml.read_text())
     edited = re.sub(r"(?m)^  daily_cron: .*$", line, without_marts, count=1)
     defs_yaml.write_text(edited)
+
+
+def give_lag_tolerance(project: Path, model: str, minutes: int) -> None:
+    """dbt State's `+state: {lag_tolerance: ...}` for one model of the staging folder in
+    dbt_project.yml, parsed again, as a reload does."""
+    config = project / "dbt_project.yml"
+    staging = "    staging:\n      +materialized: view\n"
+    if staging not in config.read_text():
+        raise ValueError(f"{config}: no `staging: +materialized: view` to add `+state` under")
+    state = (
+        f"      {model}:\n        +state: {{lag_tolerance: {{count: {minutes}, period: minute}}}}\n"
+    )
+    config.write_text(config.read_text().replace(staging, staging + state))
+    reparse(project)
 
 
 def land_orders(project: Path, orders: Path) -> None:

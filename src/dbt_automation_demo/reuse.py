@@ -11,10 +11,11 @@ Guarantees, for a node that reuses:
 - otherwise only when a parent has new data since its last build (with
   ``require_fresh_data_from: all``, every parent), and its last build is at least its
   ``lag_tolerance`` old;
-- new data is a parent's build or an observation of a dbt source with a new data version,
-  recorded after the node's last build was planned, by another run; a parent requested on the
-  same tick counts too; a view holds no data, so new data below a view counts for the nodes
-  above it (dbt State propagates freshness through views);
+- new data is a parent's build recorded after the node's last build was planned, by another
+  run, or an observation of a dbt source with a new data version since then (one that found
+  the same data is not); a parent requested on the same tick counts too; a view holds no
+  data, so new data below a view counts for the nodes above it (dbt State propagates
+  freshness through views);
 - it never loses an update: data that lands while the node's own run is under way counts as
   new for the next decision, and a trigger that waits on the tolerance stays until a request
   spends it (the policies' triggers are spent only by a request);
@@ -38,7 +39,11 @@ from dagster._core.definitions.declarative_automation.automation_condition impor
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._record import record
 
-from dbt_automation_demo.internals.conditions import HeldBackBy, requested_this_tick
+from dbt_automation_demo.internals.conditions import (
+    HeldBackBy,
+    asset_parents,
+    requested_this_tick,
+)
 from dbt_automation_demo.internals.dagster_names import CODE_VERSION_TAG
 
 # The tag the component gives every dbt asset, its dbt materialization.
@@ -160,10 +165,8 @@ def _data_parents(context: dg.AutomationContext, key: dg.AssetKey) -> Iterable[d
     """The parents that can have new data: built or observed (an external asset no one
     observes never has any)."""
     graph = context.asset_graph
-    for parent in graph.get(key).parent_entity_keys:
-        if isinstance(parent, dg.AssetKey) and (
-            graph.get(parent).is_materializable or graph.get(parent).is_observable
-        ):
+    for parent in asset_parents(graph, key):
+        if graph.get(parent).is_materializable or graph.get(parent).is_observable:
             yield parent
 
 
@@ -174,14 +177,25 @@ def _has_new_data(
     after_storage_id: int,
     seen: set[dg.AssetKey],
 ) -> bool:
-    """The parent was built or observed with new data after `after_storage_id` by a run other
-    than the node's build, or is requested on this tick; for a view, or any of its parents."""
+    """The parent was built after `after_storage_id` by a run other than the node's build, or
+    observed with a new data version since then, or is requested on this tick; for a view, or
+    any of its parents."""
     if parent in seen:
         return False
     seen.add(parent)
     if not requested_this_tick(context, parent).is_empty:
         return True
     queryer = context.asset_graph_view.get_inner_queryer_for_back_compat()
+    if not context.asset_graph.get(parent).is_materializable:
+        # An observation that found the same data is not new data (as for the views' triggers).
+        return bool(
+            queryer.get_asset_partitions_updated_after_cursor(
+                parent,
+                asset_partitions=None,
+                after_cursor=after_storage_id,
+                respect_materialization_data_versions=False,
+            )
+        )
     latest = queryer.get_latest_materialization_or_observation_record(
         AssetKeyPartitionKey(parent), after_cursor=after_storage_id
     )

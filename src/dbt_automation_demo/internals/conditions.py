@@ -253,7 +253,7 @@ def _cron_tick_passed(context: dg.AutomationContext, cron: str, timezone: str) -
 
 
 def _parents(context: dg.AutomationContext) -> list[dg.AssetKey]:
-    return sorted(_asset_parents(context.asset_graph, context.key))
+    return sorted(asset_parents(context.asset_graph, context.key))
 
 
 async def _parent_updated(context: dg.AutomationContext, parent: dg.AssetKey) -> EntitySubset:
@@ -491,10 +491,11 @@ def _skipped_after_upstream_failed(context: dg.AutomationContext, run_id: str) -
             planned.add(dagster_event.asset_key)
     not_built = planned - materialized
     failed_upstream = failed_checks | not_built
-    return frozenset(key for key in not_built if _asset_parents(graph, key) & failed_upstream)
+    return frozenset(key for key in not_built if asset_parents(graph, key) & failed_upstream)
 
 
-def _asset_parents(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+def asset_parents(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    """The asset's parents that are assets (not checks)."""
     return {
         parent for parent in graph.get(key).parent_entity_keys if isinstance(parent, dg.AssetKey)
     }
