@@ -141,6 +141,7 @@ def test_nox_demo_prints_the_walkthroughs_inside_the_container(devcontainer):
         "== Walkthrough 4",
         "== Walkthrough 5",
         "== Walkthrough 6",
+        "== Walkthrough 7",
     ]
     (failed,) = [line for line in demo.stdout.splitlines() if "FAILED" in line]
     assert "dbt build stg_orders: FAILED: stg_orders' test accepted_values_" in failed

@@ -215,8 +215,7 @@ def replay(workdir: Path) -> None:
         timeline.observe_at(11, 25)
         timeline.tick_at(11, 25, 30)
 
-        print("\n== Walkthrough 7: reuse; a view with a 10-minute lag tolerance is built once per")
-        print("== window, not once per landing, and never misses the last one")
+        print("\n== Walkthrough 7: a lag tolerance of 10 minutes: once per window, not per landing")
         give_lag_tolerance(project, "stg_payments", minutes=10)
         timeline.ticker.defs = defs_from_yaml(workdir)
         timeline.say("you    give stg_payments `+state: {lag_tolerance: 10m}` and reload")
