@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from dbt_automation_demo.components.custom_dbt_component import (
 from dbt_automation_demo.internals.collector import collector_paused
 from dbt_automation_demo.internals.dagster_names import DATA_VERSION_TAG
 from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
+from dbt_automation_demo.internals.what_changed import CarriedForward, evaluated_every_tick
 from dbt_automation_demo.replay import (
     copy_dagster_project,
     copy_dbt_project,
@@ -75,11 +76,16 @@ class Comparison:
 
 def alternate(ours: Callable[[], float], stock: Callable[[], float], repeat: int) -> tuple:
     """Run both sides `repeat` times, alternately; each call returns the seconds it measured."""
-    ours_times, stock_times = [], []
+    return tuple(alternate_all([ours, stock], repeat))
+
+
+def alternate_all(sides: Sequence[Callable[[], float]], repeat: int) -> list[float]:
+    """Each side's median over `repeat` rounds, each round calling every side in turn."""
+    times: list[list[float]] = [[] for _ in sides]
     for _ in range(repeat):
-        ours_times.append(ours())
-        stock_times.append(stock())
-    return statistics.median(ours_times), statistics.median(stock_times)
+        for side, side_times in zip(sides, times, strict=True):
+            side_times.append(side())
+    return [statistics.median(side_times) for side_times in times]
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -218,50 +224,117 @@ class EagerDbtComponent(DbtProjectComponent):
         return spec.replace_attributes(automation_condition=dg.AutomationCondition.eager())
 
 
-def automation_tick(project_dir: Path, models: int, repeat: int) -> Comparison:
-    """Steady-state sensor ticks: our policies against `eager()` on every asset of one graph.
+class EveryTickDbtComponent(CustomDbtComponent):
+    """Our component with each policy evaluated on every tick (as before
+    `internals/what_changed.py`): the same requests, for the plot's middle line."""
 
-    Both start from the same instance in which every asset has been materialized once; before
-    each measured tick the same few seeds are reported materialized, as new data landing would
-    be. The first tick of each side has no cursor: it records where every condition starts and
-    requests nothing, so it is not measured and no data lands before it (what did would be seen
-    only by the next tick, which would then do two ticks' work).
+    def policy_for(self, node, materialized: str) -> dg.AutomationCondition:
+        return evaluated_every_tick(super().policy_for(node, materialized))
+
+
+# Unmeasured ticks before each measured series: the first tick has no cursor, and a policy is
+# carried forward only from the tick after an evaluation that found it at a fixed point.
+SETTLING_TICKS = 3
+TICK_SIDES = {
+    "ours": CustomDbtComponent,
+    "every tick": EveryTickDbtComponent,
+    "eager": EagerDbtComponent,
+}
+
+
+def automation_ticks(project_dir: Path, models: int, repeat: int) -> list[Comparison]:
+    """Steady-state sensor ticks of one graph, busy and quiet, three sides: our policies
+    (evaluated only when something they read changed), the same policies evaluated on every
+    tick, and `eager()` on every asset.
+
+    All start from the same instance in which every asset has been materialized once. A few
+    unmeasured ticks settle each side (the first has no cursor: it records where every
+    condition starts and requests nothing). Then `repeat` busy ticks, each after a twentieth
+    of the seeds were reported materialized, as new data landing would be (the same seeds on
+    every side); a few unmeasured quiet ticks; then `repeat` quiet ticks, nothing having
+    happened since the previous one. Our two sides must request the same on every tick.
     """
     project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
-    ours_defs = component_defs(component=CustomDbtComponent(project=project))
-    eager_defs = component_defs(component=EagerDbtComponent(project=project))
-    graph = ours_defs.resolve_asset_graph()
+    defs = {
+        side: component_defs(component=component_cls(project=project))
+        for side, component_cls in TICK_SIDES.items()
+    }
+    graph = defs["ours"].resolve_asset_graph()
     assets = sorted(graph.materializable_asset_keys)
-    activity = _landing_data(assets, ticks=repeat)
+    seeds = [key for key in assets if key.path[-1].startswith("seed_")]
+    settle = [[] for _ in range(SETTLING_TICKS)]
+    busy = [seeds_landing(seeds, tick) for tick in range(repeat)]
+    activity = settle + busy + settle + [[] for _ in range(repeat)]
 
     with tempfile.TemporaryDirectory(prefix="bench-instance-") as scratch:
         template = everything_built(Path(scratch) / "template", assets)
-        ours = TickSeries(ours_defs, template, Path(scratch) / "ours", activity)
-        eager = TickSeries(eager_defs, template, Path(scratch) / "eager", activity)
-        with ours, eager, long_lived_objects_frozen():
-            ours.tick(), eager.tick()
-            ours_seconds, eager_seconds = alternate(ours.tick, eager.tick, repeat)
+        series = {
+            side: TickSeries(side_defs, template, Path(scratch) / side.replace(" ", "_"), activity)
+            for side, side_defs in defs.items()
+        }
+        with ExitStack() as opened, long_lived_objects_frozen():
+            for each in series.values():
+                opened.enter_context(each)
+            seconds = {}
+            for kind in ("busy", "quiet"):
+                for each in series.values():
+                    for _ in range(SETTLING_TICKS):
+                        each.tick()
+                medians = alternate_all([each.tick for each in series.values()], repeat)
+                seconds[kind] = dict(zip(series, medians, strict=True))
+                seconds[f"{kind}_evaluated"] = statistics.median(series["ours"].evaluated[-repeat:])
+                for side, each in series.items():
+                    requested = each.requested[-repeat:]
+                    seconds[f"{kind}_{side}_requested"] = statistics.median(requested)
+    if series["ours"].requested != series["every tick"].requested:
+        raise AssertionError(
+            f"our policies requested {series['ours'].requested} evaluated only on change, "
+            f"{series['every tick'].requested} on every tick"
+        )
+    return _tick_comparisons(models, len(assets), seconds, series, graph, len(busy[-1]), repeat)
 
-    per_thousand = 1000 / len(assets)
-    return Comparison(
-        "automation tick",
-        models,
-        "project policies",
-        "eager() on every asset",
-        ours_seconds,
-        eager_seconds,
-        repeat,
-        details={
-            "assets": len(assets),
-            "ours_seconds_per_1000_assets": ours_seconds * per_thousand,
-            "stock_seconds_per_1000_assets": eager_seconds * per_thousand,
-            "seeds_updated_per_tick": len(activity[-1]),
-            "ours_requested_median": statistics.median(ours.requested[1:]),
-            "stock_requested_median": statistics.median(eager.requested[1:]),
-            **{f"ours_{kind}": nodes for kind, nodes in ours.nodes_per_asset(graph).items()},
-            **{f"stock_{kind}": nodes for kind, nodes in eager.nodes_per_asset(graph).items()},
-        },
-    )
+
+def _tick_comparisons(models, assets, seconds, series, graph, landed, repeat) -> list:
+    per_thousand = 1000 / assets
+    ours, every, eager = "ours", "every tick", "eager"
+    figures = []
+    measures = {"busy": "automation tick", "quiet": "automation tick, nothing changed"}
+    for kind, measure in measures.items():
+        details = {
+            "assets": assets,
+            "seeds_updated_per_tick": landed if kind == "busy" else 0,
+            "ours_evaluated_median": seconds[f"{kind}_evaluated"],
+            "every_tick_seconds": seconds[kind][every],
+            "every_tick_ratio": seconds[kind][every] / seconds[kind][eager],
+            "ours_seconds_per_1000_assets": seconds[kind][ours] * per_thousand,
+            "stock_seconds_per_1000_assets": seconds[kind][eager] * per_thousand,
+        }
+        if kind == "busy":
+            details |= {
+                "ours_requested_median": seconds[f"busy_{ours}_requested"],
+                "stock_requested_median": seconds[f"busy_{eager}_requested"],
+                **{f"ours_{k}": n for k, n in series[every].nodes_per_asset(graph).items()},
+                **{f"stock_{k}": n for k, n in series[eager].nodes_per_asset(graph).items()},
+            }
+        sides = (
+            (measure, "project policies, evaluated on change", ours, details),
+            (f"{measure}, every node on every tick", "project policies, every node every tick",
+             every, {}),
+        )  # fmt: skip
+        figures += [
+            Comparison(
+                name,
+                models,
+                label,
+                "eager() on every asset",
+                seconds[kind][side],
+                seconds[kind][eager],
+                repeat,
+                details=side_details,
+            )
+            for name, label, side, side_details in sides
+        ]
+    return figures
 
 
 class TickSeries(_OnACopy):
@@ -278,6 +351,7 @@ class TickSeries(_OnACopy):
         super().__init__(template, home)
         self.defs, self.activity, self.land = defs, activity, land
         self.now, self.cursor, self.requested, self.results = FIRST_TICK, None, [], []
+        self.evaluated: list[int] = []  # per tick, the assets not carried forward
 
     def tick(self) -> float:
         self.land(self.instance, self.activity[len(self.requested)])
@@ -291,6 +365,7 @@ class TickSeries(_OnACopy):
         elapsed = time.perf_counter() - started
         self.cursor, self.results = result.cursor, result.results
         self.requested.append(result.total_requested)
+        self.evaluated.append(sum(not isinstance(r, CarriedForward) for r in result.results))
         return elapsed
 
     def nodes_per_asset(self, graph) -> dict[str, float]:

@@ -582,10 +582,10 @@ def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
         return asyncio.run(evaluator.evaluate_freshness(context=view, node=node))
 
 
-def node_names(evaluation, asset: str) -> list[str]:
-    """Every node's name and label in the asset's evaluation, depth first."""
-    result = next(r for r in evaluation.results if r.key.to_user_string() == asset)
-    found, pending = [], [result]
+def node_names(ticker, asset: str) -> list[str]:
+    """Every node's name and label in the asset's latest evaluation (what the UI shows: a
+    tick that carried it forward stored none), depth first."""
+    found, pending = [], [ticker.evaluated[dg.AssetKey(asset)]]
     while pending:
         node = pending.pop()
         found += [node.condition.name, node.condition.get_label() or ""]

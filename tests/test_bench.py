@@ -2,7 +2,7 @@
 
 import filecmp
 
-from bench.__main__ import _missing_figures, _parser, _plan, _row, _table
+from bench.__main__ import _missing_figures, _parser, _plan, _row, _table, tick_plot
 from bench.measure import Comparison
 from bench.sources import SOURCE_MEASURES
 from bench.synthetic import generate_project, shape_for
@@ -48,7 +48,10 @@ def test_completeness_check_names_every_missing_figure():
     assert missing == [
         "automation tick after observing every source @ 100",
         "automation tick @ 100",
+        "automation tick, every node on every tick @ 100",
         "automation tick, no observation since @ 100",
+        "automation tick, nothing changed @ 100",
+        "automation tick, nothing changed, every node on every tick @ 100",
         "dev loop after an SQL edit @ 100",
         "materialize the demo (8 assets, 28 tests) @ None",
         "observe every source @ 100",
@@ -98,6 +101,7 @@ def test_the_smoke_run_expects_every_kind_of_figure_at_100_models_once():
     } <= set(missing)
     assert {name for name in missing if name.endswith("@ 100")} >= {
         "definitions build @ 100", "automation tick @ 100", "dev loop after an SQL edit @ 100",
+        "automation tick, nothing changed @ 100",
     }  # fmt: skip
 
 
@@ -153,3 +157,24 @@ def test_the_table_shows_every_kind_of_figure():
         "| 1,000 | one sensor | 1 | 1.00 s | 2.00 s | 2.00 s | 1 | 30 s |",
         "| 1,000 | 4 sensor threads | 3 | 1.0 s | 35.0 s | 0.80 s | 1.40 s |",
     ]
+
+
+def test_the_tick_plot_draws_each_side_against_the_size_busy_and_quiet():
+    measures = {
+        "automation tick": (0.5, 1.0),
+        "automation tick, every node on every tick": (0.8, 1.0),
+        "automation tick, nothing changed": (0.1, 0.9),
+        "automation tick, nothing changed, every node on every tick": (0.4, 0.9),
+    }
+    figures = [
+        Comparison(measure, size, "ours", "stock", ours * size, stock * size, 3).as_dict()
+        for measure, (ours, stock) in measures.items()
+        for size in (100, 1000)
+    ]
+    charts = "\n".join(tick_plot({"figures": figures}))
+    lines = [line.strip() for line in charts.splitlines() if line.strip().startswith("line ")]
+    assert lines == [
+        "line [100.00, 1000.00]", "line [80.00, 800.00]", "line [50.00, 500.00]",
+        "line [90.00, 900.00]", "line [40.00, 400.00]", "line [10.00, 100.00]",
+    ]  # fmt: skip
+    assert charts.count('x-axis "models" [100, 1000]') == 2

@@ -34,10 +34,14 @@ from dbt_automation_demo.automation import (
     OBSERVED,
     OBSERVED_SOURCE_TAG,
     any_parent_updated,
+    refresh_daily,
+    refresh_on_change,
+    run_as_soon_as_every_model_exists,
     running_at_last_tick,
     safe_to_run,
     skipped_since_last_requested,
 )
+from dbt_automation_demo.internals.what_changed import CarriedForward, evaluated_every_tick
 from harness import report_event, scratch_instance, start_recorded_run
 
 CRON, TIMEZONE = "*/15 * * * *", "UTC"
@@ -47,6 +51,14 @@ ORDER = list(PARENTS)
 START = datetime(2031, 1, 6, 5, 50, tzinfo=UTC)
 # Random sequences per pair: `nox -s tests` runs a few, `nox -s stock` more.
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "25"))
+# Each test's random sequences: the same ones on every run (`derandomize`).
+SEQUENCES = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 # The true subsets both sides agreed on, and how often: a pair that agrees only on "nothing"
 # (or only on "everything") proves nothing.
 SEEN: Counter = Counter()
@@ -76,6 +88,11 @@ def graph_with(condition: dg.AutomationCondition) -> dg.Definitions:
         for name, parents in PARENTS.items()
     ]
     checks = [dg.AssetCheckSpec("tested", asset=name, blocking=True) for name in CHECKED]
+    return with_the_sources(assets, checks)
+
+
+def with_the_sources(assets: list[dg.AssetSpec], checks: list[dg.AssetCheckSpec]) -> dg.Definitions:
+    """The graph's assets and checks (recorded, never run), `obs` observed, `src` external."""
 
     @dg.multi_asset(specs=assets, check_specs=checks, can_subset=True)
     def graph():  # never executed: runs are recorded, not run
@@ -106,13 +123,17 @@ class Instance:
 
     def __init__(self, instance: dg.DagsterInstance, pair: str):
         self.instance, self.now = instance, START
-        self.defs = {speedups: graph_with(PAIRS[pair](speedups)) for speedups in (True, False)}
+        self.pair = pair
+        self.defs = {speedups: self.defs_for(speedups) for speedups in (True, False)}
         self.cursors: dict[bool, object] = {True: None, False: None}
         self.open_runs: list[tuple[dg.DagsterRun, list[str]]] = []
         self.numbers = itertools.count(1)
         self.data_versions = itertools.count(1)
         self.data_version: int | None = None
         self.timeline: list[str] = []
+
+    def defs_for(self, speedups: bool) -> dg.Definitions:
+        return graph_with(PAIRS[self.pair](speedups))
 
     def say(self, what: str) -> None:
         self.timeline.append(f"{self.now:%H:%M}  {what}")
@@ -180,19 +201,26 @@ class Instance:
                 cursor=self.cursors[speedups],
             )
             self.cursors[speedups] = result.cursor
-            # The condition's own result (the first child), and what was requested.
-            true[speedups] = {
-                (r.key.to_user_string(), which)
-                for r in result.results
-                for which, subset in (
-                    ("true", r.child_results[0].true_subset),
-                    ("requested", r.true_subset),
-                )
-                if not subset.is_empty
-            }
-        self.say(f"tick: single node {_listed(true[True])}; built-ins {_listed(true[False])}")
+            true[speedups] = self.outcome(result)
+        ours, theirs = self.sides
+        self.say(f"tick: {ours} {_listed(true[True])}; {theirs} {_listed(true[False])}")
         assert true[True] == true[False], "\n".join(self.timeline)
         SEEN[frozenset(true[True])] += 1
+        self.outcome_of_last_tick = true[True]
+
+    sides = ("single node", "built-ins")
+
+    def outcome(self, result) -> set[tuple[str, str]]:
+        """The condition's own result (the first child), and what was requested."""
+        return {
+            (r.key.to_user_string(), which)
+            for r in result.results
+            for which, subset in (
+                ("true", r.child_results[0].true_subset),
+                ("requested", r.true_subset),
+            )
+            if not subset.is_empty
+        }
 
 
 def _listed(outcome: set[tuple[str, str]]) -> str:
@@ -201,13 +229,7 @@ def _listed(outcome: set[tuple[str, str]]) -> str:
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_the_single_node_equals_the_builtin_composition(pair: str) -> None:
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @SEQUENCES
     @given(steps=STEPS)
     def both_sides_agree(steps) -> None:
         with scratch_instance() as instance:
@@ -220,6 +242,141 @@ def test_the_single_node_equals_the_builtin_composition(pair: str) -> None:
     both_sides_agree()
     print(f"{pair}: {len(SEEN)} different outcomes in {sum(SEEN.values())} evaluations")
     assert len(SEEN) >= 2, f"{pair}: too few different outcomes to compare: {dict(SEEN)}"
+
+
+# --- evaluating only what changed -------------------------------------------------------------
+
+VIEWS = ("a", "c")
+# A test on `d` that also reads `a` (a `relationships` test): a check with its own policy.
+RELATES = dg.AssetCheckKey(dg.AssetKey("d"), "relates")
+EDIT = st.tuples(st.just("edit"), st.sampled_from(ORDER))
+QUIET = st.tuples(st.just("quiet"), st.integers(1, 4))
+# A check's result reported without a run (an outside data-quality tool), and a wipe: neither
+# is a run or an event of the asset that the per-tick read of changes sees.
+CHECK_WITHOUT_RUN = st.tuples(st.just("check_without_run"), st.sampled_from(CHECKED), st.booleans())
+WIPE = st.tuples(st.just("wipe"), st.sampled_from(ORDER))
+POLICY_STEPS = st.lists(
+    st.one_of(RUN_NOW, TICK, START_RUN, END_RUN, OBSERVE, EDIT, QUIET, CHECK_WITHOUT_RUN, WIPE),
+    min_size=4,
+    max_size=24,
+)
+CARRIED: Counter = Counter()
+
+
+def policies_graph(only_what_changed: bool, versions: dict[str, int]) -> dg.Definitions:
+    """The small graph under the shipped policies (with the speedups): `a` and `c` are views,
+    `b` and `d` tables on CRON, and `d`'s test that also reads `a` runs as soon as every model
+    it reads exists. Without `only_what_changed`, each policy is evaluated on every tick."""
+
+    def shipped(condition: dg.AutomationCondition) -> dg.AutomationCondition:
+        return condition if only_what_changed else evaluated_every_tick(condition)
+
+    def policy(name: str) -> dg.AutomationCondition:
+        return refresh_on_change() if name in VIEWS else refresh_daily(CRON, TIMEZONE)
+
+    assets = [
+        dg.AssetSpec(
+            name,
+            deps=parents,
+            automation_condition=shipped(policy(name)),
+            code_version=str(versions[name]),
+            skippable=True,
+        )
+        for name, parents in PARENTS.items()
+    ]
+    checks = [dg.AssetCheckSpec("tested", asset=name, blocking=True) for name in CHECKED]
+    checks.append(
+        dg.AssetCheckSpec(
+            RELATES.name,
+            asset="d",
+            additional_deps=["a"],
+            blocking=True,
+            automation_condition=shipped(run_as_soon_as_every_model_exists()),
+        )
+    )
+    return with_the_sources(assets, checks)
+
+
+class WholePolicies(Instance):
+    """The shipped policies on both sides: evaluated only when something they read changed,
+    and on every tick. Runs of `d` run its test on several models too; SQL edits change code
+    versions."""
+
+    sides = ("only what changed", "every tick")
+
+    def __init__(self, instance: dg.DagsterInstance):
+        self.versions = dict.fromkeys(ORDER, 1)
+        super().__init__(instance, pair="whole policies")
+
+    def defs_for(self, speedups: bool) -> dg.Definitions:
+        return policies_graph(only_what_changed=speedups, versions=self.versions)
+
+    def edit(self, name: str) -> None:
+        self.versions[name] += 1
+        self.defs = {side: self.defs_for(side) for side in self.defs}
+        self.say(f"{name}'s SQL edited (code version {self.versions[name]})")
+
+    def check_without_run(self, name: str, passed: bool) -> None:
+        key = dg.AssetKey(name)
+        evaluation = dg.AssetCheckEvaluation(asset_key=key, check_name="tested", passed=passed)
+        self.instance.report_runless_asset_event(evaluation)
+        self.say(f"{name}'s test reported without a run: {'passes' if passed else 'fails'}")
+
+    def wipe(self, name: str) -> None:
+        self.instance.wipe_assets([dg.AssetKey(name)])
+        self.say(f"{name} wiped")
+
+    def quiet(self, ticks: int) -> None:
+        """Ticks a minute apart with nothing in between: where policies are carried forward."""
+        for _ in range(ticks):
+            self.tick(1)
+
+    def start(self, targets: set[str]) -> None:
+        ordered = [name for name in ORDER if name in targets]
+        run = start_recorded_run(self.instance, ordered, checks=[RELATES] if "d" in targets else [])
+        self.open_runs.append((run, ordered))
+        self.say(f"run {run.run_id[:4]} of {', '.join(ordered)} starts")
+
+    def end(self, which: int, fails_at: int, fail_check: bool) -> None:
+        if not self.open_runs:
+            return
+        run, targets = self.open_runs[which % len(self.open_runs)]
+        super().end(which, fails_at, fail_check)
+        latest = self.instance.get_latest_materialization_event(dg.AssetKey("d"))
+        if "d" in targets and latest is not None and latest.run_id == run.run_id:
+            evaluation = dg.AssetCheckEvaluation(
+                asset_key=RELATES.asset_key, check_name=RELATES.name, passed=not fail_check
+            )
+            report_event(self.instance, run, DagsterEventType.ASSET_CHECK_EVALUATION, evaluation)
+            self.say(f"   its test {RELATES.name} {'fails' if fail_check else 'passes'}")
+
+    def outcome(self, result) -> set[tuple[str, str]]:
+        CARRIED["carried forward"] += sum(isinstance(r, CarriedForward) for r in result.results)
+        CARRIED["entities, both sides"] += len(result.results)
+        return {(r.key.to_user_string(), "requested") for r in result.results if r.true_subset.size}
+
+
+def test_evaluating_only_what_changed_requests_what_evaluating_every_tick_does() -> None:
+    """On random instance states (runs, failed tests, observations, SQL edits, cron ticks),
+    over evaluations with cursors, the shipped policies request exactly the same assets and
+    tests whether each is evaluated only when something it reads changed or on every tick."""
+
+    @SEQUENCES
+    @given(steps=POLICY_STEPS)
+    def both_sides_agree(steps) -> None:
+        with scratch_instance() as instance:
+            machine = WholePolicies(instance)
+            for step in steps:
+                getattr(machine, step[0])(*step[1:])
+            machine.quiet(3)  # and a few more after the last step
+
+    SEEN.clear(), CARRIED.clear()
+    both_sides_agree()
+    print(f"{len(SEEN)} different outcomes in {sum(SEEN.values())} evaluations; {dict(CARRIED)}")
+    assert len(SEEN) >= 3, f"too few different outcomes to compare: {dict(SEEN)}"
+    # A proof that never carried anything forward would prove nothing: at least a fifth of
+    # our side's evaluations (half of all) were.
+    assert CARRIED["carried forward"] * 10 >= CARRIED["entities, both sides"], dict(CARRIED)
 
 
 def test_safe_to_run_names_what_holds_each_asset_back() -> None:
@@ -245,3 +402,36 @@ def test_safe_to_run_names_what_holds_each_asset_back() -> None:
         "c": ["a: running", "a: missing"],
         "d": ["c: missing"],
     }
+
+
+def test_a_run_that_ends_without_building_anything_has_its_assets_evaluated_again() -> None:
+    """A run's end is no asset event when it built nothing: the edited view it held back (it
+    was running) is requested on the next tick, evaluated only on change as on every tick."""
+    with scratch_instance() as instance:
+        machine = WholePolicies(instance)
+        machine.quiet(2)
+        machine.start({"a"})
+        machine.edit("a")
+        machine.quiet(3)
+        assert machine.outcome_of_last_tick == set()
+        machine.end(0, fails_at=0, fail_check=False)
+        machine.tick(1)
+        assert machine.outcome_of_last_tick == {("a", "requested")}, "\n".join(machine.timeline)
+
+
+def everything_built_and_settled(instance: dg.DagsterInstance) -> WholePolicies:
+    machine = WholePolicies(instance)
+    machine.run_now(set(ORDER), fails_at=len(ORDER), fail_check=False)
+    machine.quiet(3)
+    assert machine.outcome_of_last_tick == set()
+    return machine
+
+
+def test_a_wiped_view_is_requested_again() -> None:
+    """A wipe is no event of the asset that the per-tick read sees; the asset's latest event
+    ids, part of what the last evaluation saw, are."""
+    with scratch_instance() as instance:
+        machine = everything_built_and_settled(instance)
+        machine.wipe("c")
+        machine.tick(1)
+        assert machine.outcome_of_last_tick == {("c", "requested")}, "\n".join(machine.timeline)

@@ -36,6 +36,8 @@ class Private:
     params: tuple[str, ...] | None = None
     # What our code needs it to be, when more than "it exists".
     kind: type | None = None
+    # An attribute of each instance (a dataclass field, or set by `__init__`), not the class's.
+    per_instance: bool = False
 
     @property
     def dotted(self) -> str:
@@ -51,12 +53,21 @@ class Private:
     def resolve(self) -> object:
         module_name, _, attributes = self.path.partition(":")
         found: object = importlib.import_module(module_name)
-        for attribute in attributes.split(".") if attributes else ():
-            instantiate = attribute.endswith("()")
-            name = attribute.removesuffix("()")
+        names = attributes.split(".") if attributes else []
+        if self.per_instance:
+            *names, attribute = names
+        for attribute_name in names:
+            instantiate = attribute_name.endswith("()")
+            name = attribute_name.removesuffix("()")
             found = inspect.getattr_static(found, name)
             if instantiate:
                 found = found()
+        if self.per_instance:
+            fields = getattr(found, "__dataclass_fields__", {})
+            if attribute not in fields and f"self.{attribute} =" not in inspect.getsource(
+                found.__init__
+            ):
+                raise AttributeError(f"no instance of {found.__name__} has {attribute}")
         return found
 
 
@@ -99,6 +110,55 @@ PRIVATE_NAMES = [
             "after_cursor",
             "respect_materialization_data_versions",
         ),
+    ),
+    # Evaluating only what changed (internals/what_changed.py): the asset's previous cursor,
+    # what the evaluator reads of a result, and one batched read per tick of what changed.
+    Private(
+        "dagster._core.definitions.declarative_automation.automation_context:"
+        "AutomationContext._cursor",
+        "EvaluatedOnChange (internals/what_changed.py)",
+        per_instance=True,
+    ),
+    Private(
+        "dagster._core.definitions.declarative_automation.automation_condition:"
+        "AutomationResult._context",
+        "CarriedForward (internals/what_changed.py)",
+        per_instance=True,
+    ),
+    Private(
+        "dagster._core.definitions.declarative_automation.automation_condition:"
+        "AutomationResult.get_new_cursor",
+        "CarriedForward (internals/what_changed.py), replaced",
+        params=("self",),
+    ),
+    Private(
+        "dagster._core.definitions.declarative_automation.automation_condition:"
+        "AutomationResult.get_child_node_cursors",
+        "Packed, CarriedForward (internals/what_changed.py), replaced",
+        params=("self",),
+    ),
+    Private(
+        "dagster._core.definitions.declarative_automation.automation_condition:"
+        "AutomationResult.value_hash",
+        "CarriedForward (internals/what_changed.py), replaced",
+        kind=functools.cached_property,
+    ),
+    Private(
+        "dagster._core.definitions.declarative_automation.serialized_objects:"
+        "AutomationConditionCursor",
+        "CarriedForward (internals/what_changed.py)",
+    ),
+    Private(
+        "dagster._core.events:EVENT_TYPE_TO_PIPELINE_RUN_STATUS",
+        "EvaluatedOnChange (internals/what_changed.py)",
+        kind=dict,
+    ),
+    Private("dagster._core.execution.backfill:BulkActionsFilter", "internals/what_changed.py"),
+    Private("dagster._core.execution.backfill:BulkActionStatus", "internals/what_changed.py"),
+    Private("dagster._core.storage.event_log.base:AssetRecord", "internals/what_changed.py"),
+    Private(
+        "dagster._core.storage.event_log.base:AssetCheckSummaryRecord",
+        "internals/what_changed.py",
     ),
     Private(
         "dagster._time:_mockable_get_current_timestamp",

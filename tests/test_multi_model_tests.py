@@ -59,10 +59,10 @@ def the_only_run(defs: dg.Definitions, instance: dg.DagsterInstance, ticker: Tic
 
 
 def models_missing_for(ticker: Ticker, test: str) -> set[str]:
-    """The models the check's last evaluation names under "every model it reads exists", as its
-    *Automation* tab shows them: each one missing, and not requested on that tick."""
+    """The models the check's latest evaluation names under "every model it reads exists", as
+    its *Automation* tab shows them: each one missing, and not requested on that tick."""
     key = dg.AssetCheckKey(dg.AssetKey("stg_orders"), test)
-    pending = [next(result for result in ticker.last_evaluation.results if result.key == key)]
+    pending = [ticker.evaluated[key]]
     while pending:
         node = pending.pop()
         if node.condition.get_label() == "every model it reads exists":

@@ -8,6 +8,7 @@ import dagster as dg
 from dbt_automation_demo import conditions
 from dbt_automation_demo.automation import refresh_daily, refresh_on_change
 from dbt_automation_demo.internals import conditions as internal_conditions
+from dbt_automation_demo.internals import what_changed
 from harness import (
     ALL_ASSETS,
     DOCUMENTS,
@@ -68,10 +69,10 @@ def test_the_readmes_policies_are_the_conditions_the_component_builds():
     )
 
 
-# Our condition classes (conditions.py and internals/conditions.py), by name.
+# Our condition classes (conditions.py, internals/conditions.py and what_changed.py), by name.
 OUR_CONDITIONS = {
     name: value
-    for module in (conditions, internal_conditions)
+    for module in (conditions, internal_conditions, what_changed)
     for name, value in vars(module).items()
     if isinstance(value, type)
     and issubclass(value, dg.AutomationCondition)

@@ -80,9 +80,7 @@ def test_a_due_table_with_no_new_data_and_unchanged_code_is_not_built_and_not_ov
     reusing(ticker, dbt_project, reuse=True)
     # 06:01: every seed and table is due, and nothing changed since the last build.
     assert ticker.tick_at(at(ticker, 6, 1)) == set()
-    assert f"customer_orders: {NO_NEW_DATA}" in node_names(
-        ticker.last_evaluation, "customer_orders"
-    )
+    assert f"customer_orders: {NO_NEW_DATA}" in node_names(ticker, "customer_orders")
     for table in ("customer_orders", "raw_orders"):
         assert freshness(ticker.defs, built_instance, table, at(ticker, 8, 0)) == (
             FreshnessState.NOT_APPLICABLE  # never overdue for having been reused
@@ -110,7 +108,7 @@ def test_require_fresh_data_from_all_waits_for_new_data_in_every_parent(
     assert [ticker.tick_at(at(ticker, 10, minute)) for minute in (3, 16)] == [set(), set()]
     assert (
         f"customer_orders: {NO_NEW_DATA} from stg_orders (require_fresh_data_from: all)"
-        in node_names(ticker.last_evaluation, "customer_orders")
+        in node_names(ticker, "customer_orders")
     )
 
     build_at(ticker, at(ticker, 10, 20), "raw_orders")

@@ -66,7 +66,7 @@ def test_tables_wait_while_a_parent_fails_a_blocking_check_and_run_once_it_passe
         "customer_segments"
     }
     assert ticker.tick() == set()
-    waiting = node_names(ticker.last_evaluation, "customer_orders")
+    waiting = node_names(ticker, "customer_orders")
     assert "parent's blocking check failed, or its last run" in waiting
     assert f"stg_orders: blocking check {STATUS_TEST} failed" in waiting
 
@@ -207,7 +207,7 @@ def test_tables_wait_while_a_parents_latest_run_failed_and_come_with_its_fix(
     assert ticker.tick_at(after_daily_tick.replace(hour=10, minute=0, second=30)) == {
         "customer_segments"
     }
-    waiting = node_names(ticker.last_evaluation, "customer_orders")
+    waiting = node_names(ticker, "customer_orders")
     assert "stg_orders: its latest run failed before materializing it" in waiting
     assert ticker.tick() == set()
 

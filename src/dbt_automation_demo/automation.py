@@ -30,6 +30,7 @@ from dbt_automation_demo.internals.dagster_names import (
     get_smallest_cron_interval,
     is_valid_cron_schedule,
 )
+from dbt_automation_demo.internals.what_changed import EvaluatedOnChange, only_known_nodes
 from dbt_automation_demo.reuse import NothingNewSinceLastBuild, ReuseSettings
 
 AC = dg.AutomationCondition
@@ -112,19 +113,29 @@ def _safe_to_run(speedups: bool) -> dg.AutomationCondition:
     ).with_label("no parent's blocking check failed")
 
 
-def _with_reuse(
-    condition: dg.AutomationCondition, reuse: ReuseSettings | None, label: str
+def _policy(
+    condition: dg.AutomationCondition, reuse: ReuseSettings | None, label: str, speedups: bool
 ) -> dg.AutomationCondition:
     """The policy, labelled; with reuse (dbt State's `state` config, `reuse.py`), requested
     only where the asset does not keep its last build."""
     if reuse is None:
-        return condition.with_label(label)
+        return _root(condition, label, speedups)
     reused = NothingNewSinceLastBuild(
         lag_tolerance_minutes=int(reuse.lag_tolerance.total_seconds() // 60),
         require_fresh_data_from=reuse.require_fresh_data_from,
     ).with_label(f"reused ({reuse.label})")
     built_only_if_changed = (~reused).with_label("SQL changed, or new data since its last build")
-    return (condition & built_only_if_changed).with_label(f"{label}, reusing unchanged builds")
+    return _root(condition & built_only_if_changed, f"{label}, reusing unchanged builds", speedups)
+
+
+def _root(condition: dg.AutomationCondition, label: str, speedups: bool) -> dg.AutomationCondition:
+    """The labelled policy; with the speedups, evaluated only on a tick when something it reads
+    may have changed, its last evaluation standing otherwise (`internals/what_changed.py`). A
+    policy whose result can change with time alone (reuse's lag tolerance) is evaluated on
+    every tick."""
+    if speedups and only_known_nodes(condition):
+        return EvaluatedOnChange(condition=condition).with_label(label)
+    return condition.with_label(label)
 
 
 @functools.cache
@@ -175,8 +186,11 @@ def refresh_on_change(
         .since(AC.newly_requested() | AC.newly_updated())
         .with_label("newly missing since last requested or built")
     )
-    return _with_reuse(
-        (changed | new) & _safe_to_run(speedups), reuse, "refresh on SQL change or parent update"
+    return _policy(
+        (changed | new) & _safe_to_run(speedups),
+        reuse,
+        "refresh on SQL change or parent update",
+        speedups,
     )
 
 
@@ -227,15 +241,16 @@ def refresh_daily(
     skipped = skipped_since_last_requested(speedups).with_label(
         "skipped by dbt after an upstream failure, since last requested"
     )
-    return _with_reuse(
+    return _policy(
         ((due & ~refreshed_by_a_running_run) | skipped) & _safe_to_run(speedups),
         reuse,
         f"refresh on cron '{cron}' ({timezone})",
+        speedups,
     )
 
 
 @functools.cache
-def run_as_soon_as_every_model_exists() -> dg.AutomationCondition:
+def run_as_soon_as_every_model_exists(speedups: bool = True) -> dg.AutomationCondition:
     """A dbt test that reads more than one model (`relationships`, a singular or package test
     over several models), which is a check on the model it tests (dagster-io/dagster#17628).
 
@@ -261,8 +276,10 @@ def run_as_soon_as_every_model_exists() -> dg.AutomationCondition:
     nothing_running = (~AC.in_progress() & ~AC.any_deps_in_progress()).with_label(
         "neither it nor a model it reads is running"
     )
-    return ((with_a_model | not_run_since) & every_model_exists & nothing_running).with_label(
-        "run as soon as every model it reads exists"
+    return _root(
+        (with_a_model | not_run_since) & every_model_exists & nothing_running,
+        "run as soon as every model it reads exists",
+        speedups,
     )
 
 

@@ -111,10 +111,9 @@ class Timeline:
                          f"dbt freshness: {freshness}")  # fmt: skip
 
     def why_waiting(self, asset: str) -> None:
-        """The parent the last evaluation names as holding the asset back, as the UI shows it."""
-        evaluation = self.ticker.last_evaluation
-        result = next(r for r in evaluation.results if r.key.to_user_string() == asset)
-        pending, reasons = [result], []
+        """The parent the asset's latest evaluation names as holding it back, as the UI shows
+        it (a tick that carried the evaluation forward stored none)."""
+        pending, reasons = [self.ticker.evaluated[dg.AssetKey(asset)]], []
         while pending:
             node = pending.pop()
             if type(node.condition).__name__ == "HeldBackBy":

@@ -27,6 +27,7 @@ from dbt_automation_demo.internals.dagster_names import (
     RemoteRepositoryOrigin,
 )
 from dbt_automation_demo.internals.dbt_cli import parse_in_this_process
+from dbt_automation_demo.internals.what_changed import CarriedForward
 
 DBT_DEFS_YAML = Path("src/dbt_automation_demo/defs/analytics/defs.yaml")
 CRON_ATTRIBUTES = ("daily_cron", "cron_timezone", "cron_by_tag", "cron_by_path")
@@ -158,6 +159,8 @@ class Ticker:
         self.now = now
         self.cursor = None
         self.last_evaluation: dg.EvaluateAutomationConditionsResult | None = None
+        # Each asset's latest evaluation that was not carried forward: what the UI shows.
+        self.evaluated: dict[dg.AssetKey | dg.AssetCheckKey, dg.AutomationResult] = {}
 
     def tick(self, after: timedelta = timedelta(minutes=1)) -> set[str]:
         """Advance the clock, evaluate once, and return the names of the requested assets."""
@@ -167,6 +170,7 @@ class Ticker:
         )
         self.cursor = result.cursor
         self.last_evaluation = result
+        self.evaluated |= {r.key: r for r in result.results if not isinstance(r, CarriedForward)}
         graph = self.defs.resolve_asset_graph()
         return {
             key.to_user_string()

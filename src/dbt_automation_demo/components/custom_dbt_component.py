@@ -449,7 +449,7 @@ class TaggedAndAutomatedTranslator(DbtProjectComponentTranslator):
             additional_deps=spec.additional_deps,
             blocking=spec.blocking,
             metadata=spec.metadata,
-            automation_condition=run_as_soon_as_every_model_exists(),
+            automation_condition=run_as_soon_as_every_model_exists(self.component.speedups),
             partitions_def=spec.partitions_def,
         )
 
