@@ -226,11 +226,13 @@ def unfold(page: Page, *path: str) -> None:
     """Unfold the nodes along `path` (labels, each a child of the one before), as a person
     clicks their arrows: the nodes that name what holds an asset back are folded, and so may
     be the nodes above them."""
+    # The node's own row is its label's last occurrence: an unlabelled parent (the policy under
+    # its root) shows its children's labels in its own row first, and its arrow folds them.
     for node, child in itertools.pairwise(path):
-        if not page.get_by_text(child).first.is_visible():
-            row = page.get_by_text(node).first.locator("xpath=ancestor::*[4]")
+        if not page.get_by_text(child, exact=True).first.is_visible():
+            row = page.get_by_text(node, exact=True).last.locator("xpath=ancestor::*[4]")
             row.get_by_role("img", name="arrow_drop_down").first.click()
-        page.get_by_text(child).first.wait_for()
+        page.get_by_text(child, exact=True).first.wait_for()
 
 
 def open_page(page: Page, url: str) -> None:
