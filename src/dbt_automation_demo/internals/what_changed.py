@@ -153,8 +153,9 @@ class EvaluatedOnChange(BuiltinAutomationCondition):
 
 
 def _packed(node_cursors: dict) -> str:
-    """The node cursors in one short string: serialized, compressed (a quarter of the size, so
-    a quarter of what Dagster writes and encodes for the asset on every tick), base85."""
+    """The node cursors in one short string: serialized, compressed (one policy at 100
+    models: 512 characters instead of 2,352, which Dagster writes and encodes on every tick),
+    base85."""
     return base64.b85encode(zlib.compress(dg.serialize_value(node_cursors).encode(), 1)).decode()
 
 
