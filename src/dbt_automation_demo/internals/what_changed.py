@@ -56,7 +56,7 @@ from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.event_log.base import AssetCheckSummaryRecord, AssetRecord
 from dagster._record import record
 
-from dbt_automation_demo.internals.conditions import RunningAtLastTick, asset_parents
+from dbt_automation_demo.internals.conditions import RunningAtLastTick
 
 # Nodes whose inputs are the asset's and its parents' events, runs and checks, its own cursor,
 # its parents' requests, its code version, and a cron: Dagster's own, and this project's.
@@ -208,7 +208,7 @@ def _quiet(
     """Nothing else the policy reads may have changed since its previous evaluation (its
     signature is compared with the cursor's)."""
     crons = _crons(condition)
-    if crons is None or not _empty(context, previous.previous_requested_subset):
+    if crons is None or not previous.previous_requested_subset.is_empty:
         return False
     view = context.asset_graph_view
     changed = _changed_since(view, previous.last_event_id or 0)
@@ -217,10 +217,6 @@ def _quiet(
     if any(_tick_passed(context, cron, timezone) for cron, timezone in crons):
         return False
     return not _backfilling(view) and not _a_parent_requested(context)
-
-
-def _empty(context: dg.AutomationContext, subset) -> bool:
-    return context.asset_graph_view.get_subset_from_serializable_subset(subset).is_empty
 
 
 def _a_parent_requested(context: dg.AutomationContext) -> bool:
@@ -328,8 +324,6 @@ def _static(graph, key) -> tuple[frozenset[AssetKey], str]:
         ]
         own = getattr(node, "code_version", None) if isinstance(key, AssetKey) else None
         watched = frozenset({asset} | {p for p in parents if isinstance(p, AssetKey)})
-        if isinstance(key, AssetKey):
-            watched |= asset_parents(graph, key)
         by_key[key] = (watched, _digest(repr((str(key), own, described))))
     return by_key[key]
 
