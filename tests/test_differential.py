@@ -14,8 +14,10 @@ data or the same) under `b`; `c` reads `a` and `b`; `d` reads `c`. `a` and `c` h
 checks, as dbt's error-severity tests are.
 """
 
+import base64
 import itertools
 import os
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -41,7 +43,12 @@ from dbt_automation_demo.automation import (
     safe_to_run,
     skipped_since_last_requested,
 )
-from dbt_automation_demo.internals.what_changed import CarriedForward, evaluated_every_tick
+from dbt_automation_demo.internals.what_changed import (
+    CarriedForward,
+    _packed,
+    _unpacked,
+    evaluated_every_tick,
+)
 from harness import report_event, scratch_instance, start_recorded_run
 
 CRON, TIMEZONE = "*/15 * * * *", "UTC"
@@ -435,3 +442,13 @@ def test_a_wiped_view_is_requested_again() -> None:
         machine.wipe("c")
         machine.tick(1)
         assert machine.outcome_of_last_tick == {("c", "requested")}, "\n".join(machine.timeline)
+
+
+def test_node_cursors_packed_by_an_earlier_version_are_read_as_none() -> None:
+    """A cursor stored before the packing changed (base85 until 2026-12-06) does not fail the
+    tick: its node cursors read as none, and the policy's nodes start afresh, as Dagster starts
+    those of a condition whose structure changed."""
+    node_cursors = {"0": "a node's cursor", "0.1": None}
+    assert _unpacked(_packed(node_cursors)) == node_cursors
+    serialized = dg.serialize_value(node_cursors).encode()
+    assert _unpacked(base64.b85encode(zlib.compress(serialized, 1)).decode()) is None

@@ -203,6 +203,7 @@ PRIVATE_NAMES = [
         "SafeScheduledJobComponent",
     ),
     Private("dagster._core.storage.dagster_run:NOT_FINISHED_STATUSES", "SafeScheduledJobComponent"),
+    Private("dagster._core.storage.dagster_run:IN_PROGRESS_RUN_STATUSES", "SafeToRun", kind=list),
     Private(
         "dagster._utils.schedules:cron_string_iterator",
         "overdue_after_grace",

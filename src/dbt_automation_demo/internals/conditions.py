@@ -35,6 +35,7 @@ from dagster._core.definitions.declarative_automation.automation_condition impor
     BuiltinAutomationCondition,
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._record import record
 
 from dbt_automation_demo.conditions import since_last_requested
@@ -353,9 +354,45 @@ async def _in_progress(
     context: dg.AutomationContext, key: dg.AssetKey, candidates: EntitySubset
 ) -> EntitySubset:
     view = context.asset_graph_view
-    running = await view.compute_run_in_progress_subset(key=key, from_subset=candidates)
+    if _no_run_in_progress_can_target(view, key):
+        running = view.get_empty_subset(key=key)
+    else:
+        running = await view.compute_run_in_progress_subset(key=key, from_subset=candidates)
     backfilling = await view.compute_backfill_in_progress_subset(key=key, from_subset=candidates)
     return running.compute_union(backfilling)
+
+
+# Per tick (one AssetGraphView per evaluation of a sensor): the assets that a queued or
+# in-progress run targets, or None when one of those runs has no asset selection.
+_targeted_by_runs_in_progress: "weakref.WeakKeyDictionary[AssetGraphView, frozenset | None]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _no_run_in_progress_can_target(view: AssetGraphView, key: dg.AssetKey) -> bool:
+    """True when no queued or in-progress run can have planned the unpartitioned asset, so
+    Dagster's `in_progress()` is False for it: it asks the event log for the asset's latest
+    planned materialization (two queries per asset and per parent on every evaluation; no
+    open-source storage keeps it in the asset record), then that run's status, which must be
+    queued or in progress. One read of the runs in progress per tick answers for every asset
+    outside them; an asset one of them targets is still asked as Dagster asks."""
+    if not isinstance(key, AssetKey) or view.asset_graph.get(key).partitions_def is not None:
+        return False
+    if view not in _targeted_by_runs_in_progress:
+        _targeted_by_runs_in_progress[view] = _read_targeted_by_runs_in_progress(view)
+    targeted = _targeted_by_runs_in_progress[view]
+    return targeted is not None and key not in targeted
+
+
+def _read_targeted_by_runs_in_progress(view: AssetGraphView) -> frozenset[AssetKey] | None:
+    # The statuses Dagster's in_progress() counts (CachingInstanceQueryer).
+    statuses = [*IN_PROGRESS_RUN_STATUSES, dg.DagsterRunStatus.QUEUED]
+    targeted: set[AssetKey] = set()
+    for run in view.instance.get_runs(dg.RunsFilter(statuses=statuses)):
+        if run.asset_selection is None:
+            return None
+        targeted.update(run.asset_selection)
+    return frozenset(targeted)
 
 
 async def _parent_running_or_missing(
