@@ -149,9 +149,13 @@ class Instance:
 
     def start(self, targets: set[str]) -> None:
         ordered = [name for name in ORDER if name in targets]
-        run = start_recorded_run(self.instance, ordered)
+        run = start_recorded_run(self.instance, ordered, checks=self.checks_run_with(targets))
         self.open_runs.append((run, ordered))
         self.say(f"run {run.run_id[:4]} of {', '.join(ordered)} starts")
+
+    def checks_run_with(self, targets: set[str]) -> list[dg.AssetCheckKey]:
+        """The asset checks a run of these assets also targets."""
+        return []
 
     def run_now(self, targets: set[str], fails_at: int, fail_check: bool) -> None:
         """A run that starts and ends between two evaluations."""
@@ -338,11 +342,8 @@ class WholePolicies(Instance):
         for _ in range(ticks):
             self.tick(1)
 
-    def start(self, targets: set[str]) -> None:
-        ordered = [name for name in ORDER if name in targets]
-        run = start_recorded_run(self.instance, ordered, checks=[RELATES] if "d" in targets else [])
-        self.open_runs.append((run, ordered))
-        self.say(f"run {run.run_id[:4]} of {', '.join(ordered)} starts")
+    def checks_run_with(self, targets: set[str]) -> list[dg.AssetCheckKey]:
+        return [RELATES] if "d" in targets else []
 
     def end(self, which: int, fails_at: int, fail_check: bool) -> None:
         if not self.open_runs:

@@ -375,7 +375,12 @@ def _no_run_in_progress_can_target(view: AssetGraphView, key: dg.AssetKey) -> bo
     planned materialization (two queries per asset and per parent on every evaluation; no
     open-source storage keeps it in the asset record), then that run's status, which must be
     queued or in progress. One read of the runs in progress per tick answers for every asset
-    outside them; an asset one of them targets is still asked as Dagster asks."""
+    outside them; an asset one of them targets is still asked as Dagster asks.
+
+    The runs are read once, when the first asset asks on the tick: a run created later in the
+    same tick is seen on the next one. Dagster's read per asset has the same blind spot for a
+    run created after that asset's read, so the window is the tick's length instead of the
+    asset's evaluation, and a run's pool keeps two builds of one asset from overlapping."""
     if not isinstance(key, AssetKey) or view.asset_graph.get(key).partitions_def is not None:
         return False
     if view not in _targeted_by_runs_in_progress:
