@@ -138,7 +138,9 @@ class EvaluatedOnChange(BuiltinAutomationCondition):
                 context, _cursor=dataclasses.replace(previous, node_cursors_by_unique_id=unpacked)
             )
         child = await self._evaluate_policy(context)
-        packed = _packed(child.get_child_node_cursors())
+        node_cursors = child.get_child_node_cursors()
+        # Cursors equal to the ones read keep their string: serializing them is most of packing.
+        packed = packed_before if node_cursors == unpacked else _packed(node_cursors)
         fixed = quiet and child.true_subset.is_empty and packed == packed_before
         return Packed(
             context,
