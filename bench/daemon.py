@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 import dagster as dg
+from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._grpc.client import DagsterGrpcClient
 from dagster._grpc.types import ListRepositoriesResponse
 from dagster_shared.serdes import deserialize_value
@@ -94,29 +95,31 @@ def _run_daemon(
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     seeds = _everything_built(home, definitions)
     log = scratch / "daemon.log"
-    with log.open("w") as output, _code_server(definitions, env, output) as port:
-        (scratch / "workspace.yaml").write_text(
-            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
-            f"      port: {port}\n      location_name: synthetic\n"
-        )
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "dagster._daemon", "run", "-w", str(scratch / "workspace.yaml")],
-            env=env,
-            cwd=scratch,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                started = _wait_for_every_sensor_tick(instance, daemon)
-                _land_data_until(instance, seeds, started + seconds, interval)
-                return _tick_intervals(instance)
-        except (RuntimeError, TimeoutError) as failure:
-            tail = log.read_text()[-3000:]
-            raise RuntimeError(f"{failure}; the daemon's log ends:\n{tail}") from failure
-        finally:
-            _stop(daemon)
+    try:
+        with log.open("w") as output, _code_server(definitions, env, output) as port:
+            (scratch / "workspace.yaml").write_text(
+                "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+                f"      port: {port}\n      location_name: synthetic\n"
+            )
+            workspace = str(scratch / "workspace.yaml")
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "dagster._daemon", "run", "-w", workspace],
+                env=env,
+                cwd=scratch,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                with dg.DagsterInstance.from_config(str(home)) as instance:
+                    started = _wait_for_every_sensor_tick(instance, daemon)
+                    _land_data_until(instance, seeds, started + seconds, interval)
+                    return _tick_intervals(instance)
+            finally:
+                _stop(daemon)
+    except (RuntimeError, TimeoutError) as failure:
+        tail = log.read_text()[-3000:]  # the daemon's and the code server's output
+        raise RuntimeError(f"{failure}; their log ends:\n{tail}") from failure
 
 
 @contextlib.contextmanager
@@ -143,15 +146,20 @@ def _code_server(definitions: Path, env: dict, output: IO) -> Iterator[int]:
 
 
 def _wait_until_loaded(client: DagsterGrpcClient, server: subprocess.Popen) -> None:
+    """Until the code server lists the repository; its load error, if the code failed to load
+    (while it loads, or before it listens, the call itself fails)."""
     deadline = time.time() + 600
     while time.time() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the code server exited with {server.returncode}")
-        with contextlib.suppress(Exception):  # not listening yet, or still loading the code
+        try:
             response = deserialize_value(client.list_repositories())
-            if isinstance(response, ListRepositoriesResponse):
-                return
-        time.sleep(1)
+        except DagsterUserCodeUnreachableError:
+            time.sleep(1)
+            continue
+        if isinstance(response, ListRepositoriesResponse):
+            return
+        raise RuntimeError(f"the code server could not load the definitions: {response}")
     raise TimeoutError("the code server did not load the definitions within 10 minutes")
 
 
