@@ -16,7 +16,6 @@ serves its code from a container of its own instead (docs/performance.md).
 import contextlib
 import itertools
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ from bench.measure import (
     report_materialized,
     seeds_landing,
 )
+from dbt_automation_demo.dev_server import stop_group
 
 DAEMON_SETTINGS = {
     "sensors one after another": "",
@@ -116,7 +116,7 @@ def _run_daemon(
                     _land_data_until(instance, seeds, started + seconds, interval)
                     return _tick_intervals(instance)
             finally:
-                _stop(daemon)
+                stop_group(daemon)
     except (RuntimeError, TimeoutError) as failure:
         tail = log.read_text()[-3000:]  # the daemon's and the code server's output
         raise RuntimeError(f"{failure}; their log ends:\n{tail}") from failure
@@ -142,7 +142,7 @@ def _code_server(definitions: Path, env: dict, output: IO) -> Iterator[int]:
         _wait_until_loaded(DagsterGrpcClient(port=port, host="127.0.0.1"), server)
         yield port
     finally:
-        _stop(server)
+        stop_group(server)
 
 
 def _wait_until_loaded(client: DagsterGrpcClient, server: subprocess.Popen) -> None:
@@ -161,17 +161,6 @@ def _wait_until_loaded(client: DagsterGrpcClient, server: subprocess.Popen) -> N
             return
         raise RuntimeError(f"the code server could not load the definitions: {response}")
     raise TimeoutError("the code server did not load the definitions within 10 minutes")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process's group; SIGKILL if it outlives that by 30 s (Dagster's CLI maps
-    SIGTERM to SIGINT's handler, so a process started where SIGINT is ignored ignores both)."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _everything_built(home: Path, definitions: Path) -> list[dg.AssetKey]:
