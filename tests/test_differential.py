@@ -28,6 +28,7 @@ from dagster._core.events import (
     DagsterEventType,
     StepMaterializationData,
 )
+from dagster._core.test_utils import freeze_time
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -43,6 +44,7 @@ from dbt_automation_demo.automation import (
     safe_to_run,
     skipped_since_last_requested,
 )
+from dbt_automation_demo.internals.quiet_ticks import SkipsQuietTicks
 from dbt_automation_demo.internals.what_changed import (
     CarriedForward,
     _packed,
@@ -274,7 +276,9 @@ POLICY_STEPS = st.lists(
 CARRIED: Counter = Counter()
 
 
-def policies_graph(only_what_changed: bool, versions: dict[str, int]) -> dg.Definitions:
+def policies_graph(
+    only_what_changed: bool, versions: dict[str, int], sensor: bool = False
+) -> dg.Definitions:
     """The small graph under the shipped policies (with the speedups): `a` and `c` are views,
     `b` and `d` tables on CRON, and `d`'s test that also reads `a` runs as soon as every model
     it reads exists. Without `only_what_changed`, each policy is evaluated on every tick."""
@@ -305,7 +309,16 @@ def policies_graph(only_what_changed: bool, versions: dict[str, int]) -> dg.Defi
             automation_condition=shipped(run_as_soon_as_every_model_exists()),
         )
     )
-    return with_the_sources(assets, checks)
+    defs = with_the_sources(assets, checks)
+    if not sensor:
+        return defs
+    everything = dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks()
+    return dg.Definitions.merge(
+        defs, dg.Definitions(sensors=[SkipsQuietTicks(SENSOR, target=everything)])
+    )
+
+
+SENSOR = "policies"
 
 
 class WholePolicies(Instance):
@@ -318,14 +331,47 @@ class WholePolicies(Instance):
     def __init__(self, instance: dg.DagsterInstance):
         self.versions = dict.fromkeys(ORDER, 1)
         super().__init__(instance, pair="whole policies")
+        self.sensor_defs = self.sensor_definitions()
+        self.sensor_cursor: str | None = None
 
     def defs_for(self, speedups: bool) -> dg.Definitions:
         return policies_graph(only_what_changed=speedups, versions=self.versions)
 
+    def sensor_definitions(self) -> dg.RepositoryDefinition:
+        defs = policies_graph(only_what_changed=True, versions=self.versions, sensor=True)
+        return defs.get_repository_def()
+
     def edit(self, name: str) -> None:
         self.versions[name] += 1
         self.defs = {side: self.defs_for(side) for side in self.defs}
+        self.sensor_defs = self.sensor_definitions()
         self.say(f"{name}'s SQL edited (code version {self.versions[name]})")
+
+    def tick(self, minutes: int) -> None:
+        """Both sides, and the sensor as the daemon evaluates it (skipping quiet ticks), which
+        must request what both sides do."""
+        super().tick(minutes)
+        sensor = self.sensor_defs.get_sensor_def(SENSOR)
+        with freeze_time(self.now):
+            context = dg.build_sensor_context(
+                instance=self.instance, cursor=self.sensor_cursor, repository_def=self.sensor_defs
+            )
+            data = sensor.evaluate_tick(context)
+        skipped = self.sensor_cursor is not None and data.cursor == self.sensor_cursor
+        self.sensor_cursor = data.cursor
+        # The runs also run the checks of the assets they build (those with no condition).
+        graph = self.sensor_defs.asset_graph
+        requested = {
+            (key.to_user_string(), "requested")
+            for request in data.run_requests or []
+            for key in [*(request.asset_selection or []), *(request.asset_check_keys or [])]
+            if graph.get(key).automation_condition is not None
+        }
+        self.say(f"   the sensor {'skipped the tick' if skipped else 'evaluated'}: "
+                 f"{_listed(requested)}")  # fmt: skip
+        assert requested == self.outcome_of_last_tick, "\n".join(self.timeline)
+        CARRIED["sensor ticks"] += 1
+        CARRIED["sensor ticks skipped"] += skipped
 
     def check_without_run(self, name: str, passed: bool) -> None:
         key = dg.AssetKey(name)
@@ -367,7 +413,9 @@ class WholePolicies(Instance):
 def test_evaluating_only_what_changed_requests_what_evaluating_every_tick_does() -> None:
     """On random instance states (runs, failed tests, observations, SQL edits, cron ticks),
     over evaluations with cursors, the shipped policies request exactly the same assets and
-    tests whether each is evaluated only when something it reads changed or on every tick."""
+    tests whether each is evaluated only when something it reads changed or on every tick;
+    and so does the shipped sensor, which skips a tick on which nothing happened
+    (internals/quiet_ticks.py), evaluated as the daemon's code server evaluates it."""
 
     @SEQUENCES
     @given(steps=POLICY_STEPS)
@@ -383,8 +431,9 @@ def test_evaluating_only_what_changed_requests_what_evaluating_every_tick_does()
     print(f"{len(SEEN)} different outcomes in {sum(SEEN.values())} evaluations; {dict(CARRIED)}")
     assert len(SEEN) >= 3, f"too few different outcomes to compare: {dict(SEEN)}"
     # A proof that never carried anything forward would prove nothing: at least a fifth of
-    # our side's evaluations (half of all) were.
+    # our side's evaluations (half of all) were, and a tenth of the sensor's ticks skipped.
     assert CARRIED["carried forward"] * 10 >= CARRIED["entities, both sides"], dict(CARRIED)
+    assert CARRIED["sensor ticks skipped"] * 10 >= CARRIED["sensor ticks"], dict(CARRIED)
 
 
 def test_safe_to_run_names_what_holds_each_asset_back() -> None:

@@ -10,6 +10,7 @@ any slower scenario fails. docs/internals.md's table lists exactly these names.
 
 import ast
 import functools
+import hashlib
 import importlib
 import importlib.metadata
 import inspect
@@ -64,8 +65,9 @@ class Private:
                 found = found()
         if self.per_instance:
             fields = getattr(found, "__dataclass_fields__", {})
-            if attribute not in fields and f"self.{attribute} =" not in inspect.getsource(
-                found.__init__
+            assigned = rf"self\.{attribute}\s*(:[^=]*)?="  # annotated (on several lines) or not
+            if attribute not in fields and not re.search(
+                assigned, inspect.getsource(found.__init__)
             ):
                 raise AttributeError(f"no instance of {found.__name__} has {attribute}")
         return found
@@ -204,6 +206,70 @@ PRIVATE_NAMES = [
     ),
     Private("dagster._core.storage.dagster_run:NOT_FINISHED_STATUSES", "SafeScheduledJobComponent"),
     Private("dagster._core.storage.dagster_run:IN_PROGRESS_RUN_STATUSES", "SafeToRun", kind=list),
+    # Skipping a quiet tick (internals/quiet_ticks.py): the sensor's evaluation, Dagster's own
+    # up to the cursor it serializes, with one shortcut before it.
+    Private(
+        "dagster._core.definitions.automation_tick_evaluation_context:"
+        "AutomationTickEvaluationContext",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        params=(
+            "evaluation_id",
+            "instance",
+            "asset_graph",
+            "cursor",
+            "materialize_run_tags",
+            "observe_run_tags",
+            "auto_observe_asset_keys",
+            "asset_selection",
+            "logger",
+            "emit_backfills",
+            "default_condition",
+        ),
+    ),
+    Private(
+        "dagster._core.definitions.asset_daemon_cursor:AssetDaemonCursor",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+    ),
+    Private(
+        "dagster._core.definitions.automation_condition_sensor_definition:MAX_ENTITIES",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        kind=int,
+    ),
+    Private(
+        "dagster._core.definitions.sensor_definition:wrap_sensor_evaluation",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        params=("sensor_name", "fn"),
+    ),
+    Private(
+        "dagster._core.definitions.sensor_definition:SensorDefinition._raw_fn",
+        "SkipsQuietTicks (internals/quiet_ticks.py), replaced",
+        per_instance=True,
+    ),
+    Private(
+        "dagster._core.definitions.sensor_definition:SensorDefinition._evaluation_fn",
+        "SkipsQuietTicks (internals/quiet_ticks.py), replaced",
+        per_instance=True,
+    ),
+    Private(
+        "dagster._daemon.asset_daemon:asset_daemon_cursor_from_instigator_serialized_cursor",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        params=("serialized_cursor", "asset_graph"),
+    ),
+    Private(
+        "dagster._daemon.asset_daemon:asset_daemon_cursor_to_instigator_serialized_cursor",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        params=("cursor",),
+    ),
+    Private(
+        "dagster._time:get_current_datetime",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        params=("tz",),
+    ),
+    Private(
+        "dagster._utils.schedules:reverse_cron_string_iterator",
+        "SkipsQuietTicks (internals/quiet_ticks.py)",
+        params=("end_timestamp", "cron_string", "execution_timezone"),
+    ),
     Private(
         "dagster._utils.schedules:cron_string_iterator",
         "overdue_after_grace",
@@ -315,6 +381,24 @@ def test_private_name_is_still_there(private: Private) -> None:
         assert params == private.params, (
             f"{private.dotted} now takes {params} in {release}, not {private.params}. {relies}."
         )
+
+
+# Dagster's evaluation of a sensor evaluated in the code server, which `SkipsQuietTicks` copies
+# (internals/quiet_ticks.py: `_evaluate`), as of dagster 1.13.27.
+COPIED_SENSOR_EVALUATION = "bf6ac80a4a64db02"
+
+
+def test_the_copied_sensor_evaluation_is_dagsters() -> None:
+    from dagster._core.definitions import automation_condition_sensor_definition as sensors
+
+    source = inspect.getsource(sensors._evaluate)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    release = f"dagster {importlib.metadata.version('dagster')}"
+    assert digest == COPIED_SENSOR_EVALUATION, (
+        f"dagster._core.definitions.automation_condition_sensor_definition._evaluate changed in "
+        f"{release}: compare it with `_evaluate` in internals/quiet_ticks.py, which copies it "
+        f"(SkipsQuietTicks), bring the copy up to date and record the new digest {digest}."
+    )
 
 
 def test_the_internals_page_lists_every_private_name() -> None:

@@ -39,6 +39,7 @@ from dbt_automation_demo.internals.collector import built_once_for_the_process
 from dbt_automation_demo.internals.dbt_cli import refresh_state, skip_dbt_version_probe
 from dbt_automation_demo.internals.duckdb_file import release_duckdb_file
 from dbt_automation_demo.internals.lineage_log import unresolved_lineage_as_info
+from dbt_automation_demo.internals.quiet_ticks import SkipsQuietTicks
 from dbt_automation_demo.reuse import MATERIALIZATION_TAG, ReuseSettings
 
 DUCKDB_PATH_ENV = "DBT_DUCKDB_PATH"
@@ -123,25 +124,30 @@ class AutomationSensorArgs(dg.Resolvable):
         )
 
     def build(
-        self, folder_by_key: Mapping[dg.AssetKey, str], default_name: str
+        self, folder_by_key: Mapping[dg.AssetKey, str], default_name: str, speedups: bool = True
     ) -> list[dg.AutomationConditionSensorDefinition]:
-        """The sensors for these assets (`folder_by_key` in the order to split them in)."""
+        """The sensors for these assets (`folder_by_key` in the order to split them in); with
+        the speedups, each skips a tick on which nothing happened (internals/quiet_ticks.py)."""
         groups = sensor_groups(
             folder_by_key, self.name or default_name, self.split_by_folder,
             self.max_assets_per_sensor,
         )  # fmt: skip
+        # The policies are Python (dbt_automation_demo.conditions), which the daemon cannot
+        # load: the sensors are evaluated in the code server.
+        sensor = SkipsQuietTicks if speedups else _evaluated_in_the_code_server
         return [
-            dg.AutomationConditionSensorDefinition(
-                name=name,
+            sensor(
+                name,
                 target=dg.AssetSelection.assets(*keys),
                 minimum_interval_seconds=int(self.minimum_interval_seconds),
                 default_status=dg.DefaultSensorStatus[self.default_status],
-                # The policies are Python (dbt_automation_demo.conditions), which the daemon
-                # cannot load; the code server can.
-                use_user_code_server=True,
             )
             for name, keys in groups.items()
         ]
+
+
+def _evaluated_in_the_code_server(name: str, **kwargs) -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(name, use_user_code_server=True, **kwargs)
 
 
 def sensor_groups(
@@ -335,6 +341,7 @@ class CustomDbtComponent(dagster_dbt.DbtProjectComponent):
         sensors = self.automation_sensor.build(
             folder_by_key=_top_folder_by_key(dbt_defs),
             default_name=f"{self.dbt_project.name}_automation_sensor",
+            speedups=self.speedups,
         )
         return dg.Definitions.merge(
             dbt_defs, dg.Definitions(sensors=sensors), self._source_observations(dbt_defs)

@@ -17,6 +17,7 @@ from dagster._utils.schedules import (
     cron_string_iterator,
     get_smallest_cron_interval,
     is_valid_cron_schedule,
+    reverse_cron_string_iterator,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "cron_string_iterator",
     "get_smallest_cron_interval",
     "is_valid_cron_schedule",
+    "reverse_cron_string_iterator",
 ]

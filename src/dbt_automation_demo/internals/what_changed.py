@@ -254,6 +254,22 @@ def evaluated_every_tick(condition: dg.AutomationCondition) -> dg.AutomationCond
     return condition
 
 
+def is_fixed_point(cursor: AutomationConditionCursor) -> bool:
+    """The entity's evaluation that left this cursor is carried forward on a tick on which
+    nothing it reads changed: its root is this one, and it was a fixed point."""
+    node_cursors = list(cursor.node_cursors_by_unique_id.values())
+    if len(node_cursors) != 1 or node_cursors[0] is None:
+        return False
+    return _unpack(node_cursors[0].get_structured_cursor(str))[0] == FIXED
+
+
+def crons_read_by(condition: dg.AutomationCondition | None) -> tuple[tuple[str, str], ...]:
+    """The crons a policy evaluated only on change reads (none for any other condition)."""
+    if not isinstance(condition, EvaluatedOnChange):
+        return ()
+    return _crons(condition.condition) or ()
+
+
 def only_known_nodes(condition: dg.AutomationCondition) -> bool:
     """Every node of the policy is one whose inputs this module knows."""
     return _crons(condition) is not None
@@ -369,11 +385,14 @@ def _tick_cache(view: AssetGraphView) -> dict:
 def _backfilling(view: AssetGraphView) -> bool:
     cache = _tick_cache(view)
     if "backfilling" not in cache:
-        in_progress = [BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING]
-        cache["backfilling"] = bool(
-            view.instance.get_backfills(filters=BulkActionsFilter(statuses=in_progress), limit=1)
-        )
+        cache["backfilling"] = backfill_in_progress(view.instance)
     return cache["backfilling"]
+
+
+def backfill_in_progress(instance: dg.DagsterInstance) -> bool:
+    """A backfill is requested or being cancelled (every policy is then evaluated)."""
+    in_progress = [BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING]
+    return bool(instance.get_backfills(filters=BulkActionsFilter(statuses=in_progress), limit=1))
 
 
 def _changed_since(view: AssetGraphView, event_id: int) -> frozenset[AssetKey] | None:
