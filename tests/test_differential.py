@@ -372,6 +372,7 @@ class WholePolicies(Instance):
         assert requested == self.outcome_of_last_tick, "\n".join(self.timeline)
         CARRIED["sensor ticks"] += 1
         CARRIED["sensor ticks skipped"] += skipped
+        self.sensor_skipped_last_tick = skipped
 
     def check_without_run(self, name: str, passed: bool) -> None:
         key = dg.AssetKey(name)
@@ -492,6 +493,19 @@ def test_a_wiped_view_is_requested_again() -> None:
         machine.wipe("c")
         machine.tick(1)
         assert machine.outcome_of_last_tick == {("c", "requested")}, "\n".join(machine.timeline)
+
+
+def test_an_sql_edit_after_a_skipped_tick_is_requested_by_the_sensor() -> None:
+    """New definitions are no event: the sensor that skipped the quiet ticks before an edit
+    evaluates the next one, and requests the edited view with what follows it (the view
+    below, the test on several models that reads it), as both sides do."""
+    with scratch_instance() as instance:
+        machine = everything_built_and_settled(instance)
+        assert machine.sensor_skipped_last_tick, "\n".join(machine.timeline)
+        machine.edit("a")
+        machine.tick(1)  # the sensor's requests must equal both sides' (tick() asserts it)
+        requested = {(name, "requested") for name in ("a", "c", RELATES.to_user_string())}
+        assert machine.outcome_of_last_tick == requested, "\n".join(machine.timeline)
 
 
 def test_node_cursors_packed_by_an_earlier_version_are_read_as_none() -> None:
