@@ -367,19 +367,24 @@ class TickSeries(_OnACopy):
         self.evaluated: list[int] = []  # per tick, the assets not carried forward
 
     def tick(self) -> float:
+        """The next activity lands, then one tick a minute later, timed."""
         self.land(self.instance, self.activity[len(self.requested)])
         self.now += timedelta(minutes=1)
         started = time.perf_counter()
-        result = with_one_collection(
-            lambda: dg.evaluate_automation_conditions(
-                defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
-            )
-        )
+        outcome = with_one_collection(self._evaluate)
         elapsed = time.perf_counter() - started
+        self._record(outcome)
+        return elapsed
+
+    def _evaluate(self) -> dg.EvaluateAutomationConditionsResult:
+        return dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, evaluation_time=self.now, cursor=self.cursor
+        )
+
+    def _record(self, result: dg.EvaluateAutomationConditionsResult) -> None:
         self.cursor, self.results = result.cursor, result.results
         self.requested.append(result.total_requested)
         self.evaluated.append(sum(not isinstance(r, CarriedForward) for r in result.results))
-        return elapsed
 
     def nodes_per_asset(self, graph) -> dict[str, float]:
         """Condition nodes the last tick evaluated, per view and per other asset (mean)."""
@@ -407,12 +412,7 @@ class SensorTickSeries(TickSeries):
         self.cursors: dict[str, str | None] = dict.fromkeys(s.name for s in self.sensors)
         self.skipped: list[int] = []  # per tick, the sensors that skipped it
 
-    def tick(self) -> float:
-        self.land(self.instance, self.activity[len(self.requested)])
-        self.now += timedelta(minutes=1)
-        started = time.perf_counter()
-        ticks = with_one_collection(self._evaluate_every_sensor)
-        elapsed = time.perf_counter() - started
+    def _record(self, ticks: list) -> None:
         graph = self.repository.asset_graph
         self.requested.append(
             sum(
@@ -426,7 +426,6 @@ class SensorTickSeries(TickSeries):
         self.skipped.append(
             sum(data.cursor == before for data, before in zip(ticks, self._before, strict=True))
         )
-        return elapsed
 
     def evaluate_once_more(self) -> None:
         """Every asset evaluated once more, in one evaluation, untimed and without a cursor:
@@ -435,7 +434,8 @@ class SensorTickSeries(TickSeries):
             defs=self.defs, instance=self.instance, evaluation_time=self.now
         ).results
 
-    def _evaluate_every_sensor(self) -> list:
+    def _evaluate(self) -> list:
+        """Every sensor's tick, in turn (each returns its cursor, requests and evaluations)."""
         self._before, ticks = list(self.cursors.values()), []
         with SimulatedClock().at(self.now):
             for sensor in self.sensors:
