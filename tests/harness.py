@@ -571,6 +571,22 @@ def project_over_a_dbt_source(destination: Path, duckdb_file: Path) -> Path:
     return project
 
 
+def sensor_tick(
+    repository: dg.RepositoryDefinition,
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    at: datetime,
+):
+    """One tick of the sensor at a time, as the daemon's code server evaluates it (its run
+    requests, its new cursor, the evaluations it stores)."""
+    with freeze_time(at):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, repository_def=repository
+        )
+        return sensor.evaluate_tick(context)
+
+
 def freshness(defs, instance, asset: str, at: datetime) -> FreshnessState:
     """The asset's freshness at a time, as Dagster's freshness daemon evaluates it."""
     with freeze_time(at):

@@ -28,7 +28,6 @@ from dagster._core.events import (
     DagsterEventType,
     StepMaterializationData,
 )
-from dagster._core.test_utils import freeze_time
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -51,7 +50,7 @@ from dbt_automation_demo.internals.what_changed import (
     _unpacked,
     evaluated_every_tick,
 )
-from harness import report_event, scratch_instance, start_recorded_run
+from harness import report_event, scratch_instance, sensor_tick, start_recorded_run
 
 CRON, TIMEZONE = "*/15 * * * *", "UTC"
 PARENTS = {"a": ["src"], "b": ["obs"], "c": ["a", "b"], "d": ["c"]}
@@ -352,11 +351,7 @@ class WholePolicies(Instance):
         must request what both sides do."""
         super().tick(minutes)
         sensor = self.sensor_defs.get_sensor_def(SENSOR)
-        with freeze_time(self.now):
-            context = dg.build_sensor_context(
-                instance=self.instance, cursor=self.sensor_cursor, repository_def=self.sensor_defs
-            )
-            data = sensor.evaluate_tick(context)
+        data = sensor_tick(self.sensor_defs, sensor, self.instance, self.sensor_cursor, self.now)
         skipped = self.sensor_cursor is not None and data.cursor == self.sensor_cursor
         self.sensor_cursor = data.cursor
         # The runs also run the checks of the assets they build (those with no condition).

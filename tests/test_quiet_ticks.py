@@ -10,12 +10,11 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import freeze_time
 
 from dbt_automation_demo.components.custom_dbt_component import AutomationSensorArgs
 from dbt_automation_demo.internals.quiet_ticks import SkipsQuietTicks
 from dbt_automation_demo.replay import build_defs
-from harness import SEEDS, TABLES
+from harness import SEEDS, TABLES, sensor_tick
 
 
 class SensorTicks:
@@ -31,22 +30,17 @@ class SensorTicks:
         """(the sensors that skipped the tick, the assets requested)"""
         self.now += after
         skipped, requested = set(), set()
-        with freeze_time(self.now):
-            for sensor in self.repository.sensor_defs:
-                context = dg.build_sensor_context(
-                    instance=self.instance,
-                    cursor=self.cursors[sensor.name],
-                    repository_def=self.repository,
-                )
-                data = sensor.evaluate_tick(context)
-                if data.cursor == self.cursors[sensor.name]:
-                    skipped.add(sensor.name)
-                self.cursors[sensor.name] = data.cursor
-                requested |= {
-                    key.to_user_string()
-                    for request in data.run_requests or []
-                    for key in request.asset_selection or []
-                }
+        for sensor in self.repository.sensor_defs:
+            cursor = self.cursors[sensor.name]
+            data = sensor_tick(self.repository, sensor, self.instance, cursor, self.now)
+            if data.cursor == cursor:
+                skipped.add(sensor.name)
+            self.cursors[sensor.name] = data.cursor
+            requested |= {
+                key.to_user_string()
+                for request in data.run_requests or []
+                for key in request.asset_selection or []
+            }
         return skipped, requested
 
     def settle(self) -> None:

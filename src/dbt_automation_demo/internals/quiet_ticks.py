@@ -124,8 +124,9 @@ def evaluate_skipping_quiet_ticks(
         return dg.SensorResult(cursor=context.cursor)
     run_requests, cursor, evaluations = _evaluate(sensor, context)
     serialized = asset_daemon_cursor_to_instigator_serialized_cursor(cursor)
-    if key and not run_requests and _every_entity_fixed(cursor):
-        crons = _crons(asset_graph, cursor)
+    entities = _evaluated_on_the_tick(cursor)
+    if key and not run_requests and entities and all(map(is_fixed_point, entities)):
+        crons = _crons(asset_graph, entities)
         fixed = _FixedPoint(serialized, weakref.ref(asset_graph), last_event_id, now, crons)
         with _lock:
             _fixed_points[key] = fixed
@@ -197,14 +198,10 @@ def _evaluated_on_the_tick(cursor: AssetDaemonCursor) -> list[AutomationConditio
     return [entity for entity in entities if entity.effective_timestamp == latest]
 
 
-def _every_entity_fixed(cursor: AssetDaemonCursor) -> bool:
-    entities = _evaluated_on_the_tick(cursor)
-    return bool(entities) and all(is_fixed_point(entity) for entity in entities)
-
-
-def _crons(asset_graph, cursor: AssetDaemonCursor) -> tuple[tuple[str, str], ...]:
+def _crons(asset_graph, entities: list[AutomationConditionCursor]) -> tuple[tuple[str, str], ...]:
+    """Every cron the entities' policies read."""
     crons = set()
-    for entity in _evaluated_on_the_tick(cursor):
+    for entity in entities:
         crons.update(crons_read_by(asset_graph.get(entity.key).automation_condition))
     return tuple(sorted(crons))
 
