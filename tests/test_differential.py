@@ -503,6 +503,24 @@ def test_an_sql_edit_after_a_skipped_tick_is_requested_by_the_sensor() -> None:
         assert machine.outcome_of_last_tick == requested, "\n".join(machine.timeline)
 
 
+def test_the_sensor_holds_a_view_back_by_a_failed_run_until_its_parent_is_built() -> None:
+    """The sensor remembers, from one tick to the next, that a parent's latest run failed
+    (internals/latest_runs.py), and forgets it when the parent changes: `c` stays held back by
+    `a`'s failed run over two builds of its other parent `b`, and is requested once `a` is
+    built again, as both sides request it (tick() asserts the sensor's requests are theirs)."""
+    with scratch_instance() as instance:
+        machine = everything_built_and_settled(instance)
+        machine.run_now({"a"}, fails_at=0, fail_check=False)
+        machine.tick(1)
+        for _ in range(2):
+            machine.run_now({"b"}, fails_at=len(ORDER), fail_check=False)
+            machine.tick(1)
+            assert machine.outcome_of_last_tick == set(), "\n".join(machine.timeline)
+        machine.run_now({"a"}, fails_at=len(ORDER), fail_check=False)
+        machine.tick(1)
+        assert machine.outcome_of_last_tick == {("c", "requested")}, "\n".join(machine.timeline)
+
+
 def test_node_cursors_packed_by_an_earlier_version_are_read_as_none() -> None:
     """A cursor stored before the packing changed (base85 until 2026-12-06) does not fail the
     tick: its node cursors read as none, and the policy's nodes start afresh, as Dagster starts

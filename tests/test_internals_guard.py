@@ -157,7 +157,10 @@ PRIVATE_NAMES = [
     ),
     Private("dagster._core.execution.backfill:BulkActionsFilter", "internals/what_changed.py"),
     Private("dagster._core.execution.backfill:BulkActionStatus", "internals/what_changed.py"),
-    Private("dagster._core.storage.event_log.base:AssetRecord", "internals/what_changed.py"),
+    Private(
+        "dagster._core.storage.event_log.base:AssetRecord",
+        "internals/what_changed.py, internals/latest_runs.py",
+    ),
     Private(
         "dagster._core.storage.event_log.base:AssetCheckSummaryRecord",
         "internals/what_changed.py",

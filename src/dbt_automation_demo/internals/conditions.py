@@ -39,6 +39,7 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._record import record
 
 from dbt_automation_demo.conditions import since_last_requested
+from dbt_automation_demo.internals.latest_runs import latest_run_failed
 
 
 @record
@@ -460,10 +461,7 @@ async def _why_parent_failed(context: dg.AutomationContext, parent: dg.AssetKey)
     ]
     if failed:
         return f"blocking check {', '.join(failed)} failed"
-    everything = view.get_full_subset(key=parent)
-    if not (
-        await view.compute_execution_failed_subset(key=parent, from_subset=everything)
-    ).is_empty:
+    if await latest_run_failed(view, parent):
         return "its latest run failed before materializing it"
     return None
 

@@ -60,6 +60,7 @@ from dagster._daemon.asset_daemon import (
 from dagster._time import get_current_datetime
 
 from dbt_automation_demo.internals.dagster_names import reverse_cron_string_iterator
+from dbt_automation_demo.internals.latest_runs import remembered_by
 from dbt_automation_demo.internals.what_changed import (
     backfill_in_progress,
     crons_read_by,
@@ -122,7 +123,8 @@ def evaluate_skipping_quiet_ticks(
         with _lock:
             _fixed_points[key] = previous
         return dg.SensorResult(cursor=context.cursor)
-    run_requests, cursor, evaluations = _evaluate(sensor, context)
+    with remembered_by(key):  # the test gate's answers about parents' latest runs
+        run_requests, cursor, evaluations = _evaluate(sensor, context)
     serialized = asset_daemon_cursor_to_instigator_serialized_cursor(cursor)
     entities = _evaluated_on_the_tick(cursor)
     if key and not run_requests and entities and all(map(is_fixed_point, entities)):

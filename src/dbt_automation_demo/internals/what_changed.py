@@ -57,8 +57,6 @@ from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.event_log.base import AssetCheckSummaryRecord, AssetRecord
 from dagster._record import record
 
-from dbt_automation_demo.internals.conditions import RunningAtLastTick
-
 # Nodes whose inputs are the asset's and its parents' events, runs and checks, its own cursor,
 # its parents' requests, its code version, and a cron: Dagster's own, and this project's.
 KNOWN_NODES = frozenset(
@@ -221,7 +219,7 @@ def _quiet(
     if crons is None or not previous.previous_requested_subset.is_empty:
         return False
     view = context.asset_graph_view
-    changed = _changed_since(view, previous.last_event_id or 0)
+    changed = changed_since(view, previous.last_event_id or 0)
     if changed is None or changed & _watched(context.asset_graph, context.key):
         return False
     if any(_tick_passed(context, cron, timezone) for cron, timezone in crons):
@@ -298,7 +296,7 @@ def _read_crons(condition: dg.AutomationCondition) -> tuple[tuple[str, str], ...
         node = pending.pop()
         if type(node).__name__ not in KNOWN_NODES:
             return None
-        if isinstance(node, RunningAtLastTick) or type(node).__name__ == "CronTickPassedCondition":
+        if type(node).__name__ in ("RunningAtLastTick", "CronTickPassedCondition"):
             crons.add((node.cron_schedule, node.cron_timezone))
         pending.extend(node.children)
     return tuple(sorted(crons))
@@ -378,12 +376,12 @@ def _digest(text: str) -> str:
 _per_tick: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tick_cache(view: AssetGraphView) -> dict:
+def tick_cache(view: AssetGraphView) -> dict:
     return _per_tick.setdefault(view, {})
 
 
 def _backfilling(view: AssetGraphView) -> bool:
-    cache = _tick_cache(view)
+    cache = tick_cache(view)
     if "backfilling" not in cache:
         cache["backfilling"] = backfill_in_progress(view.instance)
     return cache["backfilling"]
@@ -395,11 +393,11 @@ def backfill_in_progress(instance: dg.DagsterInstance) -> bool:
     return bool(instance.get_backfills(filters=BulkActionsFilter(statuses=in_progress), limit=1))
 
 
-def _changed_since(view: AssetGraphView, event_id: int) -> frozenset[AssetKey] | None:
+def changed_since(view: AssetGraphView, event_id: int) -> frozenset[AssetKey] | None:
     """The assets an event touched after `event_id` (up to this tick's last event), and those
     targeted by a run whose status changed; None for "any" (a run without an asset selection,
     or too many events)."""
-    cache = _tick_cache(view).setdefault("changed", {})
+    cache = tick_cache(view).setdefault("changed", {})
     if event_id not in cache:
         cache[event_id] = _read_changes(view, event_id)
     return cache[event_id]
