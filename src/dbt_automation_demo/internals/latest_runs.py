@@ -67,7 +67,7 @@ async def latest_run_failed(view: AssetGraphView, key: dg.AssetKey) -> bool:
     memory = _memory_for(view)
     if memory is None:
         return await _asked(view, key)
-    record = await _record_of(view, key)
+    record = _record_of(view, key)
     known = memory.failed.get(key)
     if known is not None and known[0] == record:
         return known[1]
@@ -82,8 +82,10 @@ async def _asked(view: AssetGraphView, key: dg.AssetKey) -> bool:
     return not failed.is_empty
 
 
-async def _record_of(view: AssetGraphView, key: dg.AssetKey) -> tuple:
-    record = await AssetRecord.gen(view, key)
+def _record_of(view: AssetGraphView, key: dg.AssetKey) -> tuple:
+    # The blocking loader's cache holds the records the tick loaded for every asset at once
+    # (the async loader's is another, which would query one asset at a time).
+    record = AssetRecord.blocking_get(view, key)
     if record is None:
         return (None,)
     entry = record.asset_entry
