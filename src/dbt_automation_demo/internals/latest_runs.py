@@ -3,11 +3,14 @@ one tick to the next: the test gate's (``ParentFailed``) one query per parent, w
 
 Dagster answers it (``compute_execution_failed_subset``) with a query for the asset's latest
 planned materialization that no loader batches or caches: on a tick where new data landed, it
-was a sixth of the tick at 100 models, asked for every parent of every asset evaluated, though
-almost none of those parents had changed. The answer is a function of the asset's latest planned
-materialization, the status of that run, and the asset's materializations, so it stands while
-all of this holds (``tests/test_differential.py`` evaluates the shipped sensor, which remembers,
-beside the policies evaluated on every tick, which do not; the requests are equal):
+was a sixth of the tick at 100 models, asked about every parent of every asset the tick would
+otherwise request, though almost none of those parents had changed. The answer is a function of
+the asset's latest planned materialization, the status of that run, and the asset's
+materializations, so it stands while all of this holds (``tests/test_differential.py``
+evaluates the shipped sensor, which remembers, beside the policies evaluated on every tick,
+which do not, and the requests are equal; its
+``test_the_sensor_holds_a_view_back_by_a_failed_run_until_its_parent_is_built`` makes the
+sensor answer from memory, then forget):
 
 - no event touched the asset since the tick that answered (a materialization, an observation, a
   planned or failed materialization) and no run targeting it changed status (queued, started,
