@@ -296,6 +296,8 @@ def _read_crons(condition: dg.AutomationCondition) -> tuple[tuple[str, str], ...
         node = pending.pop()
         if type(node).__name__ not in KNOWN_NODES:
             return None
+        # By name, as KNOWN_NODES: conditions.py imports this project's memory of failed runs,
+        # which reads this module's change set, so this module cannot import conditions.py.
         if type(node).__name__ in ("RunningAtLastTick", "CronTickPassedCondition"):
             crons.add((node.cron_schedule, node.cron_timezone))
         pending.extend(node.children)
