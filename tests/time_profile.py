@@ -40,7 +40,10 @@ def cpu_seconds() -> float:
             times = child.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        live += times.user + times.system
+        # With the children it reaped: a server that outlives the test (the preloaded dbt, a
+        # dev server) reaps what it started for the test, whose CPU would otherwise surface
+        # only when the worker reaps the server, in the phase that stops it.
+        live += times.user + times.system + times.children_user + times.children_system
     return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + live
 
 
