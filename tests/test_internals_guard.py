@@ -162,10 +162,6 @@ PRIVATE_NAMES = [
         "internals/what_changed.py, internals/latest_runs.py",
     ),
     Private(
-        "dagster._core.storage.event_log.base:AssetCheckSummaryRecord",
-        "internals/what_changed.py",
-    ),
-    Private(
         "dagster._time:_mockable_get_current_timestamp",
         "SimulatedClock (internals/simulated_clock.py)",
         params=(),

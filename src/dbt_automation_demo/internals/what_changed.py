@@ -54,7 +54,7 @@ from dagster._core.definitions.declarative_automation.serialized_objects import 
 )
 from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
-from dagster._core.storage.event_log.base import AssetCheckSummaryRecord, AssetRecord
+from dagster._core.storage.event_log.base import AssetRecord
 from dagster._record import record
 
 # Nodes whose inputs are the asset's and its parents' events, runs and checks, its own cursor,
@@ -93,6 +93,8 @@ ASSET_EVENTS = (
 RUN_STATUS_EVENTS = tuple(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
 # Past this many events of one type since the previous tick, every asset is evaluated.
 EVENTS_READ_PER_TICK = 9_999
+# The latest executions of the checks the policies read are fetched this many at a time.
+CHECKS_PER_QUERY = 1_000
 FIXED, MOVED = "fixed", "moved"
 
 
@@ -320,11 +322,41 @@ def _signature(context: dg.AutomationContext, condition: dg.AutomationCondition)
     for key in sorted(watched):
         asset = AssetRecord.blocking_get(view, key)
         latest.append(asset.asset_entry.last_event_storage_id if asset else None)
+    executions = _latest_check_executions(view)
     for check in _read_checks(context.asset_graph, context.key):
-        summary = AssetCheckSummaryRecord.blocking_get(view, check)
-        execution = summary.last_check_execution_record if summary else None
+        execution = executions.get(check)
         latest.append((execution.id, execution.status.value) if execution else None)
     return _digest(f"{_per_policy(condition)[1]} {static} {latest}")
+
+
+def _latest_check_executions(view: AssetGraphView) -> dict:
+    """Once per tick, in one query: the latest execution of every check a policy reads (what
+    each check's summary record holds; read one summary at a time, they were a query each, 28
+    on every tick of the demo and three quarters of a quiet one)."""
+    cache = tick_cache(view)
+    if "check executions" not in cache:
+        checks = _checks_read_by_any_policy(view.asset_graph)
+        storage = view.instance.event_log_storage
+        cache["check executions"] = {}
+        # A bound parameter or two per check: SQLite's statements take at most 32,766.
+        for start in range(0, len(checks), CHECKS_PER_QUERY):
+            chunk = checks[start : start + CHECKS_PER_QUERY]
+            cache["check executions"] |= storage.get_latest_asset_check_execution_by_key(chunk)
+    return cache["check executions"]
+
+
+def _checks_read_by_any_policy(graph) -> list:
+    by_key = _static_by_graph.setdefault(graph, {})
+    if "checks read" not in by_key:
+        entities = [*graph.get_all_asset_keys(), *graph.asset_check_keys]
+        read = {
+            check
+            for key in entities
+            if graph.get(key).automation_condition is not None
+            for check in _read_checks(graph, key)
+        }
+        by_key["checks read"] = sorted(read, key=str)
+    return by_key["checks read"]
 
 
 _static_by_graph: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
