@@ -13,6 +13,7 @@ from dagster.components.resolved.model import Resolver
 
 from dbt_automation_demo.automation import invalid_cron_reason, invalid_timezone_reason
 from dbt_automation_demo.components.custom_dbt_component import ComponentConfigError
+from dbt_automation_demo.internals.check_executions import latest_check_executions
 from dbt_automation_demo.internals.dagster_names import (
     NOT_FINISHED_STATUSES,
     AssetCheckExecutionRecordStatus,
@@ -171,8 +172,8 @@ def _parents_not_ready(
         for record in instance.get_asset_records(parents)
     }
     checks = [check for parent in parents for check in graph.get(parent).check_keys]
-    executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [check for check in checks if graph.get(check).blocking]
+    executions = latest_check_executions(
+        instance, [check for check in checks if graph.get(check).blocking]
     )
     not_ready = {}
     for parent in parents:

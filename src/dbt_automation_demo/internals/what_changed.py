@@ -57,6 +57,8 @@ from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.event_log.base import AssetRecord
 from dagster._record import record
 
+from dbt_automation_demo.internals.check_executions import latest_check_executions
+
 # Nodes whose inputs are the asset's and its parents' events, runs and checks, its own cursor,
 # its parents' requests, its code version, and a cron: Dagster's own, and this project's.
 KNOWN_NODES = frozenset(
@@ -93,8 +95,6 @@ ASSET_EVENTS = (
 RUN_STATUS_EVENTS = tuple(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
 # Past this many events of one type since the previous tick, every asset is evaluated.
 EVENTS_READ_PER_TICK = 9_999
-# The latest executions of the checks the policies read are fetched this many at a time.
-CHECKS_PER_QUERY = 1_000
 FIXED, MOVED = "fixed", "moved"
 
 
@@ -336,16 +336,12 @@ def _latest_check_executions(view: AssetGraphView) -> dict:
     cache = tick_cache(view)
     if "check executions" not in cache:
         checks = _checks_read_by_any_policy(view.asset_graph)
-        storage = view.instance.event_log_storage
-        cache["check executions"] = {}
-        # A bound parameter or two per check: SQLite's statements take at most 32,766.
-        for start in range(0, len(checks), CHECKS_PER_QUERY):
-            chunk = checks[start : start + CHECKS_PER_QUERY]
-            cache["check executions"] |= storage.get_latest_asset_check_execution_by_key(chunk)
+        cache["check executions"] = latest_check_executions(view.instance, checks)
     return cache["check executions"]
 
 
 def _checks_read_by_any_policy(graph) -> list:
+    """Per asset graph: every check whose executions some entity's policy reads."""
     by_key = _static_by_graph.setdefault(graph, {})
     if "checks read" not in by_key:
         entities = [*graph.get_all_asset_keys(), *graph.asset_check_keys]
