@@ -62,7 +62,9 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import preloaded_dbt
-with preloaded_dbt.running(Path({folder!r})):
+from harness import copy_dbt_project
+folder = Path({folder!r})
+with preloaded_dbt.running(folder, copy_dbt_project(folder / "warm-up" / "analytics_dbt")):
     print("serving", flush=True)
     time.sleep(600)
 """
