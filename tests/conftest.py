@@ -153,9 +153,7 @@ def storage(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def preloaded_dbt_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """This test worker's preloaded dbt server: the folder of its `dbt` client."""
-    folder = tmp_path_factory.mktemp("preloaded-dbt")
-    warm_up_project = copy_dbt_project(folder / "warm-up" / "analytics_dbt")
-    with preloaded_dbt.running(folder, warm_up_project) as client_dir:
+    with preloaded_dbt.running(tmp_path_factory.mktemp("preloaded-dbt")) as client_dir:
         yield client_dir
 
 

@@ -114,11 +114,14 @@ sys.exit(int(exit_code) if exit_code else 1)  # no code: dbt was killed before i
 
 
 @contextmanager
-def running(folder: Path, warm_up_project: Path) -> Iterator[Path]:
+def running(folder: Path) -> Iterator[Path]:
     """A server in `folder`, and the folder holding its `dbt` client, to put first on PATH.
 
-    `warm_up_project` is a dbt project the server builds once before it serves (a copy: it
-    writes its DuckDB file beside it)."""
+    The server first builds a copy of the shipped dbt project, made here in `folder`."""
+    # Imported by the test worker only: the server, whose forks run dbt, never imports Dagster.
+    from harness import copy_dbt_project
+
+    warm_up_project = copy_dbt_project(folder / "warm-up" / "analytics_dbt")
     # A socket's path has at most 104 bytes on macOS (108 on Linux), fewer than a test folder
     # under macOS's TMPDIR may take: the socket gets a short folder of its own.
     with (

@@ -62,9 +62,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import preloaded_dbt
-from harness import copy_dbt_project
-folder = Path({folder!r})
-with preloaded_dbt.running(folder, copy_dbt_project(folder / "warm-up" / "analytics_dbt")):
+with preloaded_dbt.running(Path({folder!r})):
     print("serving", flush=True)
     time.sleep(600)
 """
