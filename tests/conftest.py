@@ -22,6 +22,7 @@ from harness import (
     copy_dbt_project,
     parse,
     sqlite_instance,
+    temporary_files_in_memory,
 )
 from postgres_server import PostgresServer
 
@@ -78,6 +79,10 @@ def dbt_project(
     assert (project_dir / WAREHOUSE_BESIDE_PROJECT).resolve() == duckdb_file.resolve()
     monkeypatch.setenv("DBT_DUCKDB_PATH", WAREHOUSE_BESIDE_PROJECT)
     return project_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    temporary_files_in_memory()  # before pytest's tmp_path and the xdist workers start
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

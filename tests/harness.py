@@ -95,6 +95,28 @@ TICKS_IN_READY = 2
 # The random sequences' instances, and the empty ones new instances are copied from: in memory
 # where the machine has a tmpfs.
 SCRATCH_DIR = "/dev/shm" if Path("/dev/shm").is_dir() else None
+# Every other temporary file of a test session (pytest's tmp_path, `tempfile`'s, those of the
+# processes the tests start) in memory too, where the tmpfs has room and TMPDIR names no other
+# place: a session writes and deletes some 100,000 files (copies of the projects, their DuckDB
+# files, SQLite instances that sync each commit), which a disk makes wait (docs/ci-time.md).
+MEMORY_TMPDIR = Path("/dev/shm") / f"dbt-automation-demo-tests-{os.getuid()}"
+MEMORY_TMPDIR_ROOM = 4 * 2**30
+
+
+def temporary_files_in_memory() -> Path | None:
+    """Point TMPDIR at `MEMORY_TMPDIR` unless it is set or the tmpfs lacks room; the folder used."""
+    if "TMPDIR" in os.environ or not MEMORY_TMPDIR.parent.is_dir():
+        return None
+    if shutil.disk_usage(MEMORY_TMPDIR.parent).free < MEMORY_TMPDIR_ROOM:
+        return None
+    MEMORY_TMPDIR.mkdir(mode=0o755, exist_ok=True)  # PostgreSQL's user enters its folder here
+    if MEMORY_TMPDIR.is_symlink() or MEMORY_TMPDIR.stat().st_uid != os.getuid():
+        return None  # another user's: not a place for this user's files
+    os.environ["TMPDIR"] = str(MEMORY_TMPDIR)  # inherited by the xdist workers and subprocesses
+    tempfile.tempdir = None  # `tempfile` reads TMPDIR again
+    return MEMORY_TMPDIR
+
+
 CONSOLIDATED_EVENT_LOG = {
     "module": "dagster._core.storage.event_log",
     "class": "ConsolidatedSqliteEventLogStorage",
