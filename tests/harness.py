@@ -103,18 +103,17 @@ MEMORY_TMPDIR = Path("/dev/shm") / f"dbt-automation-demo-tests-{os.getuid()}"
 MEMORY_TMPDIR_ROOM = 4 * 2**30
 
 
-def temporary_files_in_memory() -> Path | None:
-    """Point TMPDIR at `MEMORY_TMPDIR` unless it is set or the tmpfs lacks room; the folder used."""
+def temporary_files_in_memory() -> None:
+    """Point TMPDIR at `MEMORY_TMPDIR` unless it is set or the tmpfs lacks room."""
     if "TMPDIR" in os.environ or not MEMORY_TMPDIR.parent.is_dir():
-        return None
+        return
     if shutil.disk_usage(MEMORY_TMPDIR.parent).free < MEMORY_TMPDIR_ROOM:
-        return None
+        return
     MEMORY_TMPDIR.mkdir(mode=0o755, exist_ok=True)  # PostgreSQL's user enters its folder here
     if MEMORY_TMPDIR.is_symlink() or MEMORY_TMPDIR.stat().st_uid != os.getuid():
-        return None  # another user's: not a place for this user's files
+        return  # another user's: not a place for this user's files
     os.environ["TMPDIR"] = str(MEMORY_TMPDIR)  # inherited by the xdist workers and subprocesses
     tempfile.tempdir = None  # `tempfile` reads TMPDIR again
-    return MEMORY_TMPDIR
 
 
 CONSOLIDATED_EVENT_LOG = {
