@@ -97,8 +97,8 @@ TICKS_IN_READY = 2
 SCRATCH_DIR = "/dev/shm" if Path("/dev/shm").is_dir() else None
 # Every other temporary file of a test session (pytest's tmp_path, `tempfile`'s, those of the
 # processes the tests start) in memory too, where the tmpfs has room and TMPDIR names no other
-# place: a session writes and deletes some 100,000 files (copies of the projects, their DuckDB
-# files, SQLite instances that sync each commit), which a disk makes wait (docs/ci-time.md).
+# place: the tests write and delete many files (copies of the projects, their DuckDB files,
+# SQLite instances that sync each commit), which a disk makes wait (docs/ci-time.md).
 MEMORY_TMPDIR = Path("/dev/shm") / f"dbt-automation-demo-tests-{os.getuid()}"
 MEMORY_TMPDIR_ROOM = 4 * 2**30
 
