@@ -137,11 +137,12 @@ def is_running(pid: int) -> bool:
 @dataclass(frozen=True)
 class RunProcesses:
     """The processes of the runs a dev server (or a CLI run) is executing, by their place in
-    the tree; a dbt left behind by a killed step (its parent is gone) is not one of them."""
+    the tree; a dbt left behind by a killed run worker (its parent is gone) is not one of them."""
 
     run_workers: list[int]  # one per run: a child of the code server, `dg dev`'s default launcher
-    steps: list[int]  # a child of a run worker per step (Dagster's multiprocess executor)
-    dbt_builds: list[int]  # the component's `dbt build` (`dbt-blocking-tests`), by a step
+    steps: list[int]  # a run worker's children started as Python processes: none, as the
+    # project's runs execute their steps in process (Dagster's default starts one per step)
+    dbt_builds: list[int]  # the component's `dbt build` (`dbt-blocking-tests`), by a run worker
 
 
 def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
@@ -158,7 +159,7 @@ def run_processes(folder: Path, run_worker: int | None = None) -> RunProcesses:
     return RunProcesses(
         run_workers=sorted(workers & set(parents)),
         steps=sorted(steps),
-        dbt_builds=sorted(children_of(steps, f"{DBT_EXECUTABLE} build")),
+        dbt_builds=sorted(children_of(workers, f"{DBT_EXECUTABLE} build")),
     )
 
 

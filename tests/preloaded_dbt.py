@@ -30,6 +30,7 @@ import gc
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,7 +178,7 @@ def serve(socket_path: str, worker: int, warm_up_project: Path) -> None:
     # A worker that is killed (kill -9, a crashed run of the interleavings) terminates nothing: a
     # server once outlived its worker by 86 minutes. A timer's signal, not a thread (a thread
     # would make every fork below a fork of a multi-threaded process).
-    signal.signal(signal.SIGALRM, lambda signum, frame: _exit_if_orphaned(worker))
+    signal.signal(signal.SIGALRM, lambda signum, frame: _exit_if_orphaned(worker, socket_path))
     signal.setitimer(signal.ITIMER_REAL, PARENT_CHECK_SECONDS, PARENT_CHECK_SECONDS)
     for module in PRELOADED:
         importlib.import_module(module)
@@ -254,9 +255,11 @@ def _wait_until_one_thread() -> None:
         time.sleep(0.05)
 
 
-def _exit_if_orphaned(worker: int) -> None:
-    """Ends the server once the test worker that started it is gone (it is then reparented)."""
+def _exit_if_orphaned(worker: int, socket_path: str) -> None:
+    """Ends the server once the test worker that started it is gone (it is then reparented),
+    and removes the socket's folder, which that worker can no longer remove."""
     if os.getppid() != worker:
+        shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
         os._exit(0)
 
 

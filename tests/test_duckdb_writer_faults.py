@@ -151,6 +151,8 @@ def test_three_runs_submitted_at_once_run_one_after_another_and_wait_without_a_p
         for pid in processes.run_workers:
             first_seen.setdefault(pid, when)
     assert len(first_seen) == 3
+    # A run is one process: its step runs in the run worker, which starts `dbt build` itself.
+    assert not [pid for _, _, processes in samples for pid in processes.steps]
     appeared = sorted(first_seen.values())
     assert all(
         appeared_at > previous_end
@@ -159,7 +161,7 @@ def test_three_runs_submitted_at_once_run_one_after_another_and_wait_without_a_p
     assert warehouse_rows(server.project) == WHOLE_MARTS
 
 
-@pytest.mark.parametrize("victim", ["run worker", "dbt step process"])
+@pytest.mark.parametrize("victim", ["run worker", "dbt build"])
 def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeeds(server, victim):
     killed_run, next_run = launch_everything(server), launch_everything(server)
     dbt_running = wait_for(
@@ -169,7 +171,7 @@ def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeed
         every=0.2,
     )
     assert statuses(server, [killed_run, next_run]) == ["STARTED", "QUEUED"]
-    pid = (dbt_running.run_workers if victim == "run worker" else dbt_running.steps)[0]
+    pid = (dbt_running.run_workers if victim == "run worker" else dbt_running.dbt_builds)[0]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
 

@@ -75,10 +75,13 @@ def test_the_server_ends_when_its_test_worker_is_killed(tmp_path):
         assert worker.stdout.readline() == "serving\n"
         (server,) = psutil.Process(worker.pid).children()
         assert "preloaded_dbt.py" in " ".join(server.cmdline())
+        socket_folder = Path(server.cmdline()[2]).parent  # the server's argument: its socket
+        assert socket_folder.is_dir()
         worker.send_signal(signal.SIGKILL)  # no `finally`, no terminate(): as kill -9 does
         worker.wait()
         _, alive = psutil.wait_procs([server], timeout=PARENT_CHECK_SECONDS * 5)
         assert alive == [], f"the server outlived its killed worker: {alive}"
+        assert not socket_folder.exists()  # the worker's to remove, had it not been killed
     finally:
         worker.kill()
         worker.wait()
