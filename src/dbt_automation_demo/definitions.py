@@ -17,7 +17,7 @@ def defs() -> dg.Definitions:
     for schedule in tree.get_all_components(of_type=SafeScheduledJobComponent):
         schedule.check_against(loaded)
     # A run executes its steps in its own process, one after another. Dagster's default starts a
-    # Python process per step, which imports Dagster, dbt and these definitions again (about 2 s
-    # of CPU before `dbt build` starts), and runs steps that do not depend on each other at once,
-    # where DuckDB takes one writer (docs/faults.md).
+    # Python process per step, which imports Dagster, dbt and these definitions again (about 4
+    # CPU seconds a run here, docs/ci-time.md), and runs steps that do not depend on each other
+    # at once, where DuckDB takes one writer (docs/faults.md).
     return dg.Definitions.merge(loaded, dg.Definitions(executor=dg.in_process_executor))
