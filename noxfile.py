@@ -76,21 +76,25 @@ PYTHON = project_python()
 
 
 def install_locked(session: nox.Session) -> None:
-    """The exact packages of uv.lock (project and dev group) into this session's venv."""
-    if PYTHON is None:
-        session.error(no_supported_python())
-    session.run_install(
-        "uv",
-        "sync",
-        "--frozen",
-        "--group",
-        "dev",
-        # Compiled once here: every dg, dbt and test process would otherwise recompile dagster
-        # and dbt from source where bytecode is not written (PYTHONDONTWRITEBYTECODE, read-only).
-        "--compile-bytecode",
-        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location, **PROJECT_ENV},
-        external=True,
-    )
+    """The exact packages of uv.lock (project and dev group) into this session's venv; with
+    `nox --no-venv`, none: the session runs in the environment it is started from (as the tests
+    run `nox -s fuzz`, from their own venv)."""
+    if session.venv_backend != "none":
+        if PYTHON is None:
+            session.error(no_supported_python())
+        session.run_install(
+            "uv",
+            "sync",
+            "--frozen",
+            "--group",
+            "dev",
+            # Compiled once here: every dg, dbt and test process would otherwise recompile
+            # dagster and dbt from source where bytecode is not written (PYTHONDONTWRITEBYTECODE,
+            # read-only).
+            "--compile-bytecode",
+            env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location, **PROJECT_ENV},
+            external=True,
+        )
     session.env.update({key: os.environ.get(key, value) for key, value in PROJECT_ENV.items()})
 
 

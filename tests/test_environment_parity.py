@@ -152,7 +152,7 @@ def test_devcontainer_first_start_is_the_readme_bootstrap_with_the_same_defaults
 
 def test_every_door_installs_from_the_lock_frozen():
     noxfile = (REPO_ROOT / "noxfile.py").read_text()
-    assert '"uv",\n        "sync",\n        "--frozen",' in noxfile
+    assert '"uv",\n            "sync",\n            "--frozen",' in noxfile
     assert "uv sync --frozen --group dev" in FLAKE
     # The nox and container jobs bootstrap as the README does; the nix job uses the flake's nox.
     assert WORKFLOW.count(readme_bootstrap()) == 2
