@@ -187,8 +187,9 @@ def test_a_run_killed_mid_build_fails_and_the_next_queued_run_starts_and_succeed
     assert recovered_after < RECOVERY_BOUND_SECONDS
     wait_for("the next run to finish", lambda: all_finished(server, [next_run]), RUN_SECONDS)
     assert statuses(server, [killed_run, next_run]) == ["FAILURE", "SUCCESS"]
-    # The killed build's dbt process (orphaned, still writing) finished or gave the file back:
-    # the next build waited for it, and the warehouse holds whole tables.
+    # The killed run worker's dbt (orphaned, still writing) finished or gave the file back; a
+    # killed dbt's unfinished write is rolled back when DuckDB next opens the file. Either way
+    # the next build waited for the file, and the warehouse holds whole tables.
     assert warehouse_rows(server.project) == WHOLE_MARTS
 
 
